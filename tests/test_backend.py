@@ -1,0 +1,223 @@
+"""The backend on a tiny random Qwen3: layer convention, exact value reading, steering, batching."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+
+from valueagent.axis.artifact import AxisMismatchError, ValueAxis
+from valueagent.backend import HFBackend
+from valueagent.generation import GenerationRequest
+from valueagent.hooks import AxisHook, attached, steering
+from valueagent.layers import block_for_layer, decoder_layers, hidden_of
+
+MSGS = ({"role": "user", "content": "Write a function that returns the sum of a list."},)
+
+
+def make_axis(model, layer: int = 2, seed: int = 1, model_id: str = "tiny") -> ValueAxis:
+    rng = np.random.default_rng(seed)
+    h = model.config.hidden_size
+    return ValueAxis(
+        direction=rng.standard_normal(h).astype(np.float32),
+        layer=layer,
+        model_id=model_id,
+        hidden_size=h,
+        num_layers=model.config.num_hidden_layers,
+        estimator="test-random",
+    )
+
+
+def make_backend(model, tok, axis=None, **kw) -> HFBackend:
+    return HFBackend(model, tok, model_id="tiny", axis=axis if axis is not None else make_axis(model), **kw)
+
+
+def test_layer_convention_hook_equals_hidden_states(tiny_tokenizer):
+    from tests.conftest import build_tiny_qwen3
+
+    model = build_tiny_qwen3(num_layers=3)
+    ids = torch.tensor([tiny_tokenizer("def add(a, b): return a + b")["input_ids"]])
+    seen: dict[int, torch.Tensor] = {}
+    handles = [
+        block_for_layer(model, L).register_forward_hook(lambda m, a, o, L=L: seen.__setitem__(L, hidden_of(o)))
+        for L in (1, 2, 3)
+    ]
+    try:
+        hs = model(input_ids=ids, output_hidden_states=True).hidden_states
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(hs) == 3 + 1  # embeddings + one per block
+    for L in (1, 2):
+        torch.testing.assert_close(seen[L], hs[L])
+    # The last entry of hidden_states has the final norm applied; the block output does not.
+    torch.testing.assert_close(model.model.norm(seen[3]), hs[3])
+    with pytest.raises(ValueError, match="out of range"):
+        block_for_layer(model, 0)
+    with pytest.raises(ValueError, match="out of range"):
+        block_for_layer(model, 4)
+
+
+def _hook_count(model) -> int:
+    return sum(len(m._forward_hooks) for m in decoder_layers(model))
+
+
+def test_value_trace_equals_cosine_from_hidden_states(tiny_model, tiny_tokenizer):
+    backend = make_backend(tiny_model, tiny_tokenizer)
+    req = GenerationRequest(messages=MSGS, max_new_tokens=12, ignore_eos=True)
+    gen = backend.generate_sync(req)
+    assert gen.n_tokens == 12 and len(gen.values) == 12 and len(gen.logprobs) == 12
+    prompt_ids = backend._encode(backend.prompt_text(req))
+    ids = torch.tensor([prompt_ids + gen.token_ids])
+    with torch.no_grad():
+        out = tiny_model(input_ids=ids, output_hidden_states=True)
+    h = out.hidden_states[2][0, len(prompt_ids) :]  # layer 2 = hidden_states[2]
+    d = torch.from_numpy(backend.axis.direction)
+    expected = torch.nn.functional.cosine_similarity(h, d[None, :], dim=-1)
+    np.testing.assert_allclose(gen.values, expected.numpy(), atol=1e-4)
+    # log-probabilities are those of the model at the producing position
+    lp = torch.log_softmax(out.logits[0, len(prompt_ids) - 1 : -1], dim=-1)
+    expected_lp = lp.gather(1, torch.tensor(gen.token_ids)[:, None])[:, 0]
+    np.testing.assert_allclose(gen.logprobs, expected_lp.numpy(), atol=1e-4)
+    backend.close()
+
+
+def test_hooks_leave_no_trace(tiny_model, tiny_tokenizer):
+    ids = torch.tensor([tiny_tokenizer("for i in range(10):")["input_ids"]])
+    with torch.no_grad():
+        # transformers installs its own (inert) output-recording hooks on first use of
+        # output_hidden_states; count ours relative to that state.
+        tiny_model(input_ids=ids, output_hidden_states=True)
+        before = tiny_model(input_ids=ids).logits.clone()
+    baseline = _hook_count(tiny_model)
+    backend = make_backend(tiny_model, tiny_tokenizer)
+    backend.generate_sync(GenerationRequest(messages=MSGS, max_new_tokens=5, steer=0.5))
+    backend.close()
+    d = torch.randn(tiny_model.config.hidden_size)
+    with pytest.raises(RuntimeError):
+        with steering(tiny_model, 1, d, 10.0):
+            raise RuntimeError("boom")
+    assert _hook_count(tiny_model) == baseline
+    with torch.no_grad():
+        after = tiny_model(input_ids=ids).logits
+    torch.testing.assert_close(before, after, rtol=0, atol=0)
+
+
+def test_steer_zero_changes_nothing_and_steering_changes_text(tiny_model, tiny_tokenizer):
+    backend = make_backend(tiny_model, tiny_tokenizer)
+    base = backend.generate_sync(GenerationRequest(messages=MSGS, max_new_tokens=16, ignore_eos=True))
+    zero = backend.generate_sync(GenerationRequest(messages=MSGS, max_new_tokens=16, ignore_eos=True, steer=0.0))
+    strong = backend.generate_sync(
+        GenerationRequest(messages=MSGS, max_new_tokens=16, ignore_eos=True, steer=-4.0, steer_generated_only=False)
+    )
+    assert zero.token_ids == base.token_ids and zero.values == base.values
+    assert strong.token_ids != base.token_ids
+    backend.close()
+
+
+def test_planted_direction_shifts_the_reading(tiny_model, tiny_tokenizer):
+    """Steering along d at layer 1 must raise the reading of d at layer 2 (the residual carries it)."""
+    axis = make_axis(tiny_model, layer=2)
+    backend = make_backend(tiny_model, tiny_tokenizer, axis=axis)
+    req = GenerationRequest(messages=MSGS, max_new_tokens=8, ignore_eos=True)
+    plain = backend.generate_sync(req)
+    d = torch.from_numpy(axis.direction)
+    with steering(tiny_model, 1, d, 3.0 * float(d.norm()) / float(d.norm())):
+        up = backend.generate_sync(req)
+    with steering(tiny_model, 1, d, -3.0):
+        down = backend.generate_sync(req)
+    assert np.mean(up.values) > np.mean(plain.values) > np.mean(down.values)
+    backend.close()
+
+
+def test_batched_equals_unbatched_fp32(tiny_model, tiny_tokenizer):
+    prompts = [
+        GenerationRequest(messages=({"role": "user", "content": "add two numbers"},), max_new_tokens=10),
+        GenerationRequest(prompt="def add(a, b):\n", max_new_tokens=7, ignore_eos=True),
+        GenerationRequest(messages=MSGS, max_new_tokens=9, temperature=0.9, top_p=0.9, seed=7),
+        GenerationRequest(messages=MSGS, max_new_tokens=9, steer=0.3),
+    ]
+    solo_backend = make_backend(tiny_model, tiny_tokenizer, max_batch=1)
+    solo = [solo_backend.generate_sync(r) for r in prompts]
+    solo_backend.close()
+
+    batch_backend = make_backend(tiny_model, tiny_tokenizer, max_batch=8, batch_window_s=0.2)
+
+    async def all_at_once():
+        return await asyncio.gather(*(batch_backend.generate(r) for r in prompts))
+
+    batched = asyncio.run(all_at_once())
+    batch_backend.close()
+    for a, b in zip(solo, batched, strict=True):
+        assert a.token_ids == b.token_ids
+        np.testing.assert_allclose(a.values, b.values, atol=1e-4)
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+
+
+def test_stop_strings_and_seeds(tiny_model, tiny_tokenizer):
+    backend = make_backend(tiny_model, tiny_tokenizer)
+    free = backend.generate_sync(GenerationRequest(prompt="def", max_new_tokens=30, ignore_eos=True))
+    assert free.finish_reason == "length" and free.n_tokens == 30
+    # stop on the text of a token that greedy decoding produces anyway
+    stop = free.tokens[5]
+    if stop.strip():
+        cut = backend.generate_sync(GenerationRequest(prompt="def", max_new_tokens=30, stop=(stop,)))
+        assert cut.finish_reason == "stop" and stop in cut.text and cut.n_tokens <= 6
+    s1 = backend.generate_sync(GenerationRequest(prompt="def", max_new_tokens=12, temperature=1.0, seed=3))
+    s2 = backend.generate_sync(GenerationRequest(prompt="def", max_new_tokens=12, temperature=1.0, seed=3))
+    s3 = backend.generate_sync(GenerationRequest(prompt="def", max_new_tokens=12, temperature=1.0, seed=4))
+    assert s1.token_ids == s2.token_ids
+    assert s1.token_ids != s3.token_ids
+    backend.close()
+
+
+def test_score_is_teacher_forced_reading(tiny_model, tiny_tokenizer):
+    backend = make_backend(tiny_model, tiny_tokenizer)
+    completion = "def add(a, b):\n    return a + b\n"
+    scored = backend.score_sync(MSGS, completion)
+    assert len(scored.values) == len(scored.logprobs) == len(scored.token_ids) > 3
+    assert all(-1.0 <= v <= 1.0 for v in scored.values)
+    assert all(lp <= 0 for lp in scored.logprobs)
+
+    async def two():
+        return await asyncio.gather(backend.score(MSGS, completion), backend.score(MSGS, "x = 1\n"))
+
+    batched, _ = asyncio.run(two())
+    np.testing.assert_allclose(batched.values, scored.values, atol=1e-4)
+    backend.close()
+
+
+def test_no_axis_means_no_values_and_no_steering(tiny_model, tiny_tokenizer):
+    backend = HFBackend(tiny_model, tiny_tokenizer, model_id="tiny")
+    gen = backend.generate_sync(GenerationRequest(messages=MSGS, max_new_tokens=4, ignore_eos=True))
+    assert gen.values == [] and gen.n_tokens == 4 and gen.layer is None
+    with pytest.raises(ValueError, match="axis"):
+        backend.generate_sync(GenerationRequest(messages=MSGS, max_new_tokens=4, steer=0.2))
+    backend.close()
+
+
+def test_mismatched_axis_is_refused(tiny_model, tiny_tokenizer):
+    wrong_shape = ValueAxis(
+        direction=np.ones(32, dtype=np.float32), layer=1, model_id="tiny", hidden_size=32, num_layers=2,
+        estimator="x",
+    )
+    with pytest.raises(AxisMismatchError, match="axis build"):
+        HFBackend(tiny_model, tiny_tokenizer, model_id="tiny", axis=wrong_shape)
+    other_model = make_axis(tiny_model, model_id="someone/else")
+    with pytest.raises(AxisMismatchError, match="does not transfer"):
+        HFBackend(tiny_model, tiny_tokenizer, model_id="tiny", axis=other_model)
+
+
+def test_axis_hook_reads_before_steering(tiny_model, tiny_tokenizer):
+    d = torch.randn(tiny_model.config.hidden_size)
+    ids = torch.tensor([tiny_tokenizer("hello world")["input_ids"]])
+    reads = []
+    for alpha in (0.0, 50.0):
+        hook = AxisHook(d)
+        hook.set_steering(torch.tensor([alpha]), torch.tensor([True]))
+        with attached(tiny_model, 2, hook), torch.no_grad():
+            tiny_model(input_ids=ids)
+            reads.append(hook.last.clone())
+    torch.testing.assert_close(reads[0], reads[1])

@@ -1,0 +1,1 @@
+"""The value axis: data, estimators, validation and the stored artifact."""

@@ -1,0 +1,161 @@
+"""The value-axis artifact: a safetensors file with typed metadata and a readable JSON sidecar.
+
+The direction is stored unnormalized, as in the paper. Metadata records everything needed to use
+the axis safely (model id and revision, layer, hidden size, residual-norm statistics for expressing
+steering as a fraction) and to trust it (estimator, data hash, validation figures).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+class AxisMismatchError(ValueError):
+    """The axis was built for a model of another id or shape."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValueAxis:
+    """A direction in the residual stream at ``layer`` (valueagent convention, see ``layers.py``)."""
+
+    direction: np.ndarray  # (hidden,) float32, unnormalized
+    layer: int
+    model_id: str
+    hidden_size: int
+    num_layers: int
+    estimator: str
+    model_revision: str | None = None
+    residual_norm_mean: float | None = None
+    residual_norm_std: float | None = None
+    data_hash: str | None = None
+    validation: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    per_layer: np.ndarray | None = None  # (num_layers + 1, hidden), hidden_states-indexed, optional
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.direction.shape != (self.hidden_size,):
+            raise ValueError(f"direction has shape {self.direction.shape}, expected ({self.hidden_size},)")
+        if not 0 <= self.layer <= self.num_layers:
+            raise ValueError(f"layer {self.layer} outside 0..{self.num_layers}")
+        if not np.isfinite(self.direction).all() or float(np.linalg.norm(self.direction)) == 0.0:
+            raise ValueError("direction is zero or not finite")
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the direction's bytes and layer: identifies the axis in run configs."""
+        h = hashlib.sha256(np.ascontiguousarray(self.direction, dtype=np.float32).tobytes())
+        h.update(f"layer={self.layer}".encode())
+        return h.hexdigest()
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "model_id": self.model_id,
+            "model_revision": self.model_revision,
+            "layer": self.layer,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "estimator": self.estimator,
+            "residual_norm_mean": self.residual_norm_mean,
+            "residual_norm_std": self.residual_norm_std,
+            "data_hash": self.data_hash,
+            "validation": self.validation,
+            "notes": self.notes,
+            "sha256": self.sha256,
+        }
+
+    def check_model(self, model_id: str, num_layers: int, hidden_size: int) -> None:
+        """Refuse a model of another shape; refuse another id unless the shape is identical too."""
+        if hidden_size != self.hidden_size or num_layers != self.num_layers:
+            raise AxisMismatchError(
+                f"this axis was built for {self.model_id} ({self.num_layers} layers x {self.hidden_size}), "
+                f"but the model is {model_id} ({num_layers} layers x {hidden_size}); build an axis for this "
+                "model with `valueagent axis build --model ...` or pass the matching --axis"
+            )
+        if _norm_id(model_id) != _norm_id(self.model_id):
+            raise AxisMismatchError(
+                f"this axis was built for {self.model_id!r}, not {model_id!r} (same shape, different model); "
+                "a value axis does not transfer between models — build one with `valueagent axis build`"
+            )
+
+
+def _norm_id(model_id: str) -> str:
+    return model_id.rstrip("/").lower()
+
+
+def save_axis(axis: ValueAxis, path: str | Path) -> Path:
+    """Write ``path`` (.safetensors) and ``path`` with suffix ``.json`` (readable sidecar)."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"an axis file must end in .safetensors, got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"direction": np.ascontiguousarray(axis.direction, dtype=np.float32)}
+    if axis.per_layer is not None:
+        tensors["per_layer"] = np.ascontiguousarray(axis.per_layer, dtype=np.float32)
+    meta = axis.metadata()
+    tmp = path.with_suffix(".safetensors.tmp")
+    save_file(tensors, str(tmp), metadata={"valueagent": json.dumps(meta)})
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_axis(path: str | Path) -> ValueAxis:
+    """Read an axis artifact; a clear error if the file is not one."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no axis file at {path}; build one with `valueagent axis build --out {path}`")
+    if path.suffix == ".npy":
+        raise ValueError(
+            f"{path} is a raw numpy array; convert it first with "
+            f"`valueagent axis import {path} --model MODEL_ID --layer L`"
+        )
+    with safe_open(str(path), framework="numpy") as f:
+        raw = (f.metadata() or {}).get("valueagent")
+        if raw is None:
+            raise ValueError(f"{path} is a safetensors file without valueagent metadata; not a value axis")
+        meta = json.loads(raw)
+        direction = f.get_tensor("direction")
+        per_layer = f.get_tensor("per_layer") if "per_layer" in f.keys() else None
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(
+            f"{path} has axis schema {meta.get('schema_version')}, this valueagent reads {SCHEMA_VERSION}"
+        )
+    meta.pop("sha256", None)
+    return ValueAxis(direction=direction, per_layer=per_layer, **meta)
+
+
+def axis_from_array(
+    array: np.ndarray, *, model_id: str, layer: int, estimator: str = "imported", notes: str = ""
+) -> ValueAxis:
+    """Build an axis from a ``(num_layers + 1, hidden)`` hidden_states-indexed array (the paper's format)."""
+    if array.ndim != 2:
+        raise ValueError(
+            f"expected a (num_layers + 1, hidden) array indexed like hidden_states, got shape {array.shape}"
+        )
+    n_layers = array.shape[0] - 1
+    if not 1 <= layer <= n_layers:
+        raise ValueError(f"layer {layer} outside 1..{n_layers} for an array of shape {array.shape}")
+    return ValueAxis(
+        direction=np.asarray(array[layer], dtype=np.float32),
+        per_layer=np.asarray(array, dtype=np.float32),
+        layer=layer,
+        model_id=model_id,
+        hidden_size=array.shape[1],
+        num_layers=n_layers,
+        estimator=estimator,
+        notes=notes,
+    )

@@ -1,0 +1,435 @@
+"""The transformers backend: one worker thread owns the model and batches requests in flight.
+
+Every generated token gets its value from the same forward pass that processes it: a hook at the
+axis layer reads ``cos(h, d)`` while the KV-cached decode runs (no second pass). Steering is per
+batch row, so requests with different steering strengths share forward passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import concurrent.futures as cf
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from valueagent.axis.artifact import ValueAxis
+from valueagent.generation import FinishReason, Generation, GenerationRequest, Message, ModelInfo, Scored
+from valueagent.hooks import AxisHook, attached
+from valueagent.layers import num_layers
+
+log = logging.getLogger(__name__)
+
+# Texts for measuring the mean residual norm when an axis carries no norm statistics.
+_NORM_TEXTS = (
+    "def add(a, b):\n    return a + b\n",
+    "The quick brown fox jumps over the lazy dog while the band plays a slow song.",
+    "Let me check the result again: the sum of the first ten numbers is 55, so the answer is right.",
+    "import os\n\nfor name in sorted(os.listdir('.')):\n    print(name.upper())\n",
+)
+
+
+def steer_alpha(fraction: float, residual_norm: float) -> float:
+    """Steering strength in residual units from a fraction of the mean residual norm (0.168 = 16.8%)."""
+    return float(fraction) * float(residual_norm)
+
+
+@dataclass
+class _Job:
+    kind: str  # "generate" | "score"
+    future: cf.Future[Any]
+    request: GenerationRequest | None = None
+    messages: tuple[Message, ...] | None = None
+    completion: str | None = None
+
+
+class HFBackend:
+    """A :class:`~valueagent.generation.ValueBackend` over a transformers causal LM.
+
+    ``axis`` may be None: generation then works and ``values`` stay empty; steering needs an axis.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str,
+        revision: str | None = None,
+        axis: ValueAxis | None = None,
+        axis_name: str | None = None,
+        max_batch: int = 8,
+        batch_window_s: float = 0.02,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.revision = revision
+        self.max_batch = max_batch
+        self.batch_window_s = batch_window_s
+        cfg = model.config
+        self._num_layers = num_layers(model)
+        self._hidden = int(cfg.hidden_size)
+        self.axis = axis
+        self.axis_name = axis_name
+        self.read_values = True
+        if axis is not None:
+            axis.check_model(model_id, self._num_layers, self._hidden)
+        self._residual_norm: float | None = axis.residual_norm_mean if axis is not None else None
+        self._device = next(model.parameters()).device
+        self._eos = _eos_ids(model, tokenizer)
+        self._cache_kw_is_cache = "cache" in inspect.signature(model.forward).parameters
+        self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sorted(self._eos)[0]
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- public API -------------------------------------------------------------------------------
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            model_id=self.model_id,
+            revision=self.revision,
+            num_layers=self._num_layers,
+            hidden_size=self._hidden,
+            dtype=str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            device=str(self._device),
+            axis=self.axis_name,
+            axis_layer=self.axis.layer if self.axis is not None else None,
+        )
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        return await asyncio.wrap_future(self._submit(_Job("generate", cf.Future(), request=request)))
+
+    async def score(self, messages: tuple[Message, ...], completion: str) -> Scored:
+        job = _Job("score", cf.Future(), messages=tuple(messages), completion=completion)
+        return await asyncio.wrap_future(self._submit(job))
+
+    def generate_sync(self, request: GenerationRequest) -> Generation:
+        return self._submit(_Job("generate", cf.Future(), request=request)).result()
+
+    def score_sync(self, messages: tuple[Message, ...], completion: str) -> Scored:
+        return self._submit(_Job("score", cf.Future(), messages=tuple(messages), completion=completion)).result()
+
+    @property
+    def residual_norm(self) -> float:
+        """Mean residual norm at the axis layer (position 0 excluded): the unit of steering fractions."""
+        if self.axis is None:
+            raise RuntimeError("no value axis is loaded: steering and residual norms need one (--axis PATH)")
+        if self._residual_norm is None:
+            with self._lock:
+                self._residual_norm = self._measure_norm(self.axis.layer)
+        return self._residual_norm
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join(timeout=30)
+            self._worker = None
+
+    # -- worker -----------------------------------------------------------------------------------
+    def _submit(self, job: _Job) -> cf.Future[Any]:
+        if self._closed:
+            raise RuntimeError("backend is closed")
+        if job.kind == "generate" and job.request is not None and job.request.steer != 0 and self.axis is None:
+            raise ValueError("steering needs a value axis: load one with --axis PATH (none is loaded)")
+        if self._worker is None:
+            with self._lock:
+                if self._worker is None:
+                    self._worker = threading.Thread(target=self._run, name="valueagent-backend", daemon=True)
+                    self._worker.start()
+        self._jobs.put(job)
+        return job.future
+
+    def _run(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            # Gather what else is in flight (briefly wait so concurrent callers share the pass).
+            deadline = self.batch_window_s
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._jobs.get(timeout=deadline)
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._jobs.put(None)
+                    break
+                batch.append(nxt)
+                deadline = 0.002
+            for kind, runner in (("generate", self._run_generate), ("score", self._run_score)):
+                jobs = [j for j in batch if j.kind == kind and j.future.set_running_or_notify_cancel()]
+                if not jobs:
+                    continue
+                try:
+                    results = runner(jobs)
+                except Exception as exc:  # a failed batch must not kill the worker
+                    log.exception("backend batch failed")
+                    for j in jobs:
+                        j.future.set_exception(exc)
+                    continue
+                for j, r in zip(jobs, results, strict=True):
+                    j.future.set_result(r)
+
+    # -- tokenization -----------------------------------------------------------------------------
+    def prompt_text(self, request: GenerationRequest) -> str:
+        if request.messages is not None:
+            from valueagent.loading import render_chat
+
+            return render_chat(self.tokenizer, list(request.messages)) + request.assistant_prefix
+        assert request.prompt is not None
+        return request.prompt + request.assistant_prefix
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+        return ids.to(self._device), mask.to(self._device)
+
+    def _hook(self) -> AxisHook | None:
+        if self.axis is None:
+            return None
+        return AxisHook(torch.from_numpy(np.asarray(self.axis.direction, dtype=np.float32)), read=self.read_values)
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> Any:
+        # transformers >= 5.2x renamed `past_key_values` to `cache`; older 5.x only knows the former.
+        key = "cache" if self._cache_kw_is_cache else "past_key_values"
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{key: cache})
+
+    # -- generation -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _run_generate(self, jobs: list[_Job]) -> list[Generation]:
+        reqs = [j.request for j in jobs]
+        assert all(r is not None for r in reqs)
+        requests: list[GenerationRequest] = [r for r in reqs if r is not None]
+        prompts = [self._encode(self.prompt_text(r)) for r in requests]
+        hook = self._hook()
+        if hook is not None and any(r.steer != 0 for r in requests):
+            norm = self.residual_norm
+            hook.set_steering(
+                torch.tensor([steer_alpha(r.steer, norm) for r in requests]),
+                torch.tensor([not r.steer_generated_only for r in requests]),
+            )
+        if hook is None:
+            return self._decode(requests, prompts, None)
+        assert self.axis is not None
+        with attached(self.model, self.axis.layer, hook):
+            return self._decode(requests, prompts, hook)
+
+    def _decode(
+        self, requests: list[GenerationRequest], prompts: list[list[int]], hook: AxisHook | None
+    ) -> list[Generation]:
+        b = len(requests)
+        gens = [torch.Generator().manual_seed(int(r.seed)) for r in requests]
+        ids, mask = self._left_pad(prompts)
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)
+        out = self._forward(ids, mask, pos, None)
+        cache = _cache_of(out)
+        logits = out.logits[:, -1, :].float()  # (B, V)
+        toks: list[list[int]] = [[] for _ in range(b)]
+        lps: list[list[float]] = [[] for _ in range(b)]
+        vals: list[list[float]] = [[] for _ in range(b)]
+        finish: list[FinishReason | None] = [None] * b
+        texts = [""] * b
+        while True:
+            nxt = self._sample(logits, requests, gens)  # (B,)
+            logp = torch.log_softmax(logits, dim=-1).gather(1, nxt[:, None])[:, 0]
+            for i, r in enumerate(requests):
+                if finish[i] is None:
+                    t = int(nxt[i])
+                    if t in self._eos and not r.ignore_eos:
+                        finish[i] = "eos"
+                    else:
+                        toks[i].append(t)
+                        lps[i].append(float(logp[i]))
+            live = [i for i in range(b) if finish[i] is None]
+            if not live:
+                break
+            feed = nxt.clone()
+            for i in range(b):
+                if finish[i] is not None:
+                    feed[i] = self._pad
+            mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=mask.device)], dim=1)
+            pos = pos[:, -1:] + 1
+            out = self._forward(feed[:, None].to(self._device), mask, pos, cache)
+            cache = _cache_of(out)
+            logits = out.logits[:, -1, :].float()
+            if hook is not None and hook.read and hook.last is not None:
+                step_vals = hook.last[:, -1].tolist()
+                for i in live:
+                    vals[i].append(float(step_vals[i]))
+            for i in live:
+                r = requests[i]
+                if r.stop:
+                    texts[i] = self.tokenizer.decode(toks[i], skip_special_tokens=True)
+                    if any(s in texts[i] for s in r.stop):
+                        finish[i] = "stop"
+                        continue
+                if len(toks[i]) >= r.max_new_tokens:
+                    finish[i] = "length"
+        results = []
+        for i, r in enumerate(requests):
+            reason = finish[i]
+            assert reason is not None
+            results.append(
+                Generation(
+                    text=self.tokenizer.decode(toks[i], skip_special_tokens=True),
+                    token_ids=toks[i],
+                    logprobs=lps[i],
+                    values=vals[i] if hook is not None and hook.read else [],
+                    layer=self.axis.layer if self.axis is not None else None,
+                    prompt_tokens=len(prompts[i]),
+                    finish_reason=reason,
+                    steer=r.steer,
+                    tokens=[self.tokenizer.decode([t]) for t in toks[i]],
+                )
+            )
+        return results
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, requests: list[GenerationRequest], gens: list[torch.Generator]) -> torch.Tensor:
+        out = torch.empty(logits.shape[0], dtype=torch.long)
+        cpu = logits.detach().to("cpu")
+        for i, r in enumerate(requests):
+            if r.temperature == 0:
+                out[i] = int(cpu[i].argmax())
+                continue
+            probs = torch.softmax(cpu[i] / r.temperature, dim=-1)
+            if r.top_p < 1.0:
+                sp, si = probs.sort(descending=True)
+                keep = sp.cumsum(0) - sp < r.top_p
+                probs = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
+                probs = probs / probs.sum()
+            out[i] = int(torch.multinomial(probs, 1, generator=gens[i]))
+        return out.to(logits.device)
+
+    # -- teacher-forced scoring --------------------------------------------------------------------
+    @torch.inference_mode()
+    def _run_score(self, jobs: list[_Job]) -> list[Scored]:
+        from valueagent.loading import render_chat
+
+        rows, starts = [], []
+        for j in jobs:
+            assert j.messages is not None and j.completion is not None
+            p = self._encode(render_chat(self.tokenizer, list(j.messages)))
+            c = self._encode(j.completion)
+            if not c:
+                raise ValueError("cannot score an empty completion")
+            rows.append(p + c)
+            starts.append(len(p))
+        ids, mask = self._left_pad(rows)
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)
+        hook = self._hook()
+        if hook is not None and self.axis is not None:
+            with attached(self.model, self.axis.layer, hook):
+                out = self._forward(ids, mask, pos, None)
+                cos = hook.last
+        else:
+            out, cos = self._forward(ids, mask, pos, None), None
+        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (B, T, V)
+        width = ids.shape[1]
+        results = []
+        for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+            off = width - len(row)
+            idx = list(range(off + start, width))
+            targets = ids[i, idx]
+            lp = logp[i, [k - 1 for k in idx]].gather(1, targets[:, None])[:, 0]
+            results.append(
+                Scored(
+                    values=[float(v) for v in cos[i, idx]] if cos is not None else [],
+                    logprobs=[float(v) for v in lp],
+                    token_ids=row[start:],
+                    layer=self.axis.layer if self.axis is not None else None,
+                )
+            )
+        return results
+
+    @torch.inference_mode()
+    def _measure_norm(self, layer: int) -> float:
+        norms: list[torch.Tensor] = []
+        for text in _NORM_TEXTS:
+            ids = torch.tensor([self._encode(text)], device=self._device)
+            hs = self.model(input_ids=ids, output_hidden_states=True).hidden_states[layer]
+            norms.append(hs[0, 1:].float().norm(dim=-1))  # position 0 is an outlier: excluded
+        return float(torch.cat(norms).mean())
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    gen_cfg = getattr(model, "generation_config", None)
+    eos = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, list | tuple):
+        ids.update(int(e) for e in eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    for tok in ("<|im_end|>", "<|endoftext|>"):
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
+            ids.add(tid)
+    return ids
+
+
+def default_axis_path(model_id: str) -> str | None:
+    """The axis shipped with the package for ``model_id``, if there is one."""
+    from importlib.resources import files
+
+    slug = model_id.replace("/", "--").lower()
+    candidate = files("valueagent") / "data" / "axes" / f"{slug}.safetensors"
+    return str(candidate) if candidate.is_file() else None
+
+
+def load_backend(
+    model: str = "embedded",
+    *,
+    axis: str | None = "default",
+    device: str | None = None,
+    dtype: str | None = None,
+    max_batch: int = 8,
+) -> HFBackend:
+    """Load a model by spec and its value axis. ``axis``: ``"default"`` (the shipped axis for this
+    model, or none if there is none), a path to an axis artifact, or None for no axis."""
+    from valueagent.axis.artifact import load_axis
+    from valueagent.loading import load_model
+
+    loaded = load_model(model, device=device, dtype=dtype)
+    axis_obj, axis_name = None, None
+    if axis == "default":
+        path = default_axis_path(loaded.model_id)
+        if path is not None:
+            axis_obj, axis_name = load_axis(path), f"default:{loaded.model_id}"
+    elif axis is not None:
+        axis_obj, axis_name = load_axis(axis), str(axis)
+    return HFBackend(
+        loaded.model,
+        loaded.tokenizer,
+        model_id=loaded.model_id,
+        revision=loaded.revision,
+        axis=axis_obj,
+        axis_name=axis_name,
+        max_batch=max_batch,
+    )
+
+
+def _cache_of(out: Any) -> Any:
+    cache = getattr(out, "past_key_values", None)
+    return cache if cache is not None else getattr(out, "cache", None)

@@ -1,0 +1,1 @@
+"""The `valueagent` command line."""

@@ -1,0 +1,38 @@
+"""Root of the `valueagent` CLI: each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from valueagent import __version__
+from valueagent.cli import agent_cmd, axis_cmd, eval_cmd, model_cmd, sandbox_cmd
+
+app = typer.Typer(
+    name="valueagent",
+    help="Read a model's value axis during generation, steer along it, and gate a coding agent on it.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"valueagent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """valueagent command line."""
+
+
+model_cmd.register(app)
+sandbox_cmd.register(app)
+axis_cmd.register(app)
+agent_cmd.register(app)
+eval_cmd.register(app)
+
+if __name__ == "__main__":
+    app()

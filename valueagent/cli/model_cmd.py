@@ -1,0 +1,129 @@
+"""CLI commands: `model info`, `generate`, `bench`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+
+import typer
+
+from valueagent.cli.common import AXIS_OPT, DEVICE_OPT, DTYPE_OPT, MODEL_OPT, fail, load_backend_or_fail
+
+model_app = typer.Typer(help="Inspect the model.", no_args_is_help=True)
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    """A unicode sparkline scaled to the trace's own range."""
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    return "".join(_BARS[1 + int((v - lo) / span * (len(_BARS) - 2))] for v in values)
+
+
+@model_app.command("info")
+def info(
+    model: str = MODEL_OPT,
+    axis: str = AXIS_OPT,
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Model id, layers, hidden size, dtype, device and the value axis in use."""
+    backend = load_backend_or_fail(model, axis, device, dtype)
+    data = asdict(backend.info())
+    if as_json:
+        typer.echo(json.dumps(data))
+    else:
+        for k, v in data.items():
+            typer.echo(f"{k:>12}: {v if v is not None else '(none)'}")
+        if backend.axis is None:
+            typer.echo("no value axis is loaded: values will be empty (pass --axis PATH)", err=True)
+
+
+def generate(
+    prompt: str = typer.Argument(..., help="Prompt text (sent as a user chat turn unless --raw)."),
+    model: str = MODEL_OPT,
+    axis: str = AXIS_OPT,
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
+    steer: float = typer.Option(0.0, "--steer", help="Steering as a fraction of the mean residual norm."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+    seed: int = typer.Option(0, "--seed"),
+    raw: bool = typer.Option(False, "--raw", help="Treat PROMPT as raw text, not a chat message."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Generate text and show the value reading of every generated token."""
+    from valueagent.generation import GenerationRequest
+
+    backend = load_backend_or_fail(model, axis, device, dtype)
+    if steer != 0 and backend.axis is None:
+        fail("--steer needs a value axis, and none is loaded for this model: pass --axis PATH")
+    req = GenerationRequest(
+        messages=None if raw else ({"role": "user", "content": prompt},),
+        prompt=prompt if raw else None,
+        max_new_tokens=max_new_tokens,
+        steer=steer,
+        temperature=temperature,
+        seed=seed,
+    )
+    gen = backend.generate_sync(req)
+    backend.close()
+    if as_json:
+        out = {
+            "text": gen.text,
+            "n_tokens": gen.n_tokens,
+            "values": gen.values,
+            "logprobs": gen.logprobs,
+            "layer": gen.layer,
+            "steer": gen.steer,
+            "finish_reason": gen.finish_reason,
+            "model_id": backend.model_id,
+            "axis": backend.axis_name,
+        }
+        typer.echo(json.dumps(out))
+        return
+    typer.echo(gen.text)
+    if not gen.values:
+        typer.echo("\n(no value axis loaded: no value trace; pass --axis PATH)", err=True)
+        return
+    mean = sum(gen.values) / len(gen.values)
+    typer.echo(
+        f"\nvalue @ layer {gen.layer} ({gen.n_tokens} tokens, mean {mean:+.4f}, "
+        f"min {min(gen.values):+.4f}, max {max(gen.values):+.4f}, steer {steer:+.3f})",
+        err=True,
+    )
+    typer.echo(sparkline(gen.values), err=True)
+
+
+def bench(
+    model: str = MODEL_OPT,
+    axis: str = AXIS_OPT,
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    tokens: int = typer.Option(64, "--tokens", min=8, help="Tokens decoded per measurement."),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="Interleaved repeats; medians are reported."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Decode throughput: plain, reading values, reading + steering, and 1 vs 4 concurrent requests."""
+    from valueagent.benchmark import run_bench
+
+    backend = load_backend_or_fail(model, axis, device, dtype, random_axis_ok=True)
+    report = run_bench(backend, tokens=tokens, repeats=repeats, progress=lambda m: print(m, file=sys.stderr))
+    backend.close()
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        for k, v in report.items():
+            typer.echo(f"{k:>28}: {v}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root app."""
+    app.add_typer(model_app, name="model")
+    app.command("generate")(generate)
+    app.command("bench")(bench)

@@ -1,0 +1,105 @@
+"""Request/result types of a value-reading backend and the Protocol other backends implement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+Message = dict[str, str]
+"""A chat message: ``{"role": "system" | "user" | "assistant", "content": str}``."""
+
+FinishReason = Literal["stop", "length", "eos"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    """One generation. Give ``messages`` (chat template applied) or ``prompt`` (raw text), not both.
+
+    ``assistant_prefix`` is text the assistant turn already contains (used to resume a trajectory
+    after a backtrack): it is appended after the chat template's generation prompt and is not part
+    of the returned text. ``steer`` is the steering strength as a fraction of the mean residual
+    norm at the axis layer (the paper's unit: +0.168 = +16.8%); 0 means no steering.
+    Sampling: ``temperature == 0`` is greedy; otherwise nucleus sampling with ``top_p``, seeded by
+    ``seed`` per request so results do not depend on what else shares the batch (fp32).
+    """
+
+    messages: tuple[Message, ...] | None = None
+    prompt: str | None = None
+    assistant_prefix: str = ""
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    steer: float = 0.0
+    steer_generated_only: bool = True
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of `messages` (a chat) or `prompt` (raw text)")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Generation:
+    """What came out: text, token ids, and per generated token its log-probability and value.
+
+    ``values[i]`` is the cosine between the residual stream at the axis layer at generated token
+    ``i``'s own position and the axis direction, read by a hook during the generating forward passes
+    (before any steering is added at that layer). Empty when no axis is loaded.
+    ``logprobs[i]`` is the model's log-probability of token ``i`` (temperature 1, unsteered
+    sampling distribution aside).
+    """
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    values: list[float]
+    layer: int | None
+    prompt_tokens: int
+    finish_reason: FinishReason
+    steer: float = 0.0
+    tokens: list[str] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scored:
+    """A teacher-forced reading of a given completion: per-token values and log-probabilities."""
+
+    values: list[float]
+    logprobs: list[float]
+    token_ids: list[int]
+    layer: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    model_id: str
+    revision: str | None
+    num_layers: int
+    hidden_size: int
+    dtype: str
+    device: str
+    axis: str | None
+    axis_layer: int | None
+
+
+@runtime_checkable
+class ValueBackend(Protocol):
+    """A model that generates while reading its value axis. Safe to call from many coroutines."""
+
+    def info(self) -> ModelInfo: ...
+
+    async def generate(self, request: GenerationRequest) -> Generation: ...
+
+    async def score(self, messages: tuple[Message, ...], completion: str) -> Scored: ...
+
+    async def aclose(self) -> None: ...
