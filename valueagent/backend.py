@@ -431,5 +431,7 @@ def load_backend(
 
 
 def _cache_of(out: Any) -> Any:
-    cache = getattr(out, "past_key_values", None)
-    return cache if cache is not None else getattr(out, "cache", None)
+    # Newer transformers name it `cache` and warn on `past_key_values`; older ones only have the latter.
+    if "cache" in out:
+        return out["cache"]
+    return out["past_key_values"] if "past_key_values" in out else None
