@@ -221,3 +221,31 @@ def test_axis_hook_reads_before_steering(tiny_model, tiny_tokenizer):
             tiny_model(input_ids=ids)
             reads.append(hook.last.clone())
     torch.testing.assert_close(reads[0], reads[1])
+
+
+def test_request_joins_a_running_batch_and_leaves_early(tiny_model, tiny_tokenizer):
+    """Continuous batching: a late short request is served mid-flight, returns first, and matches solo."""
+    long_req = GenerationRequest(prompt="def add(a, b):\n", max_new_tokens=60, ignore_eos=True)
+    short_req = GenerationRequest(messages=MSGS, max_new_tokens=4, ignore_eos=True, steer=0.5)
+    solo_backend = make_backend(tiny_model, tiny_tokenizer)
+    solo_long, solo_short = solo_backend.generate_sync(long_req), solo_backend.generate_sync(short_req)
+    solo_backend.close()
+
+    backend = make_backend(tiny_model, tiny_tokenizer, batch_window_s=0.0)
+    order: list[str] = []
+
+    async def tagged(name, req, delay):
+        await asyncio.sleep(delay)
+        gen = await backend.generate(req)
+        order.append(name)
+        return gen
+
+    async def both():
+        return await asyncio.gather(tagged("long", long_req, 0), tagged("short", short_req, 0.02))
+
+    got_long, got_short = asyncio.run(both())
+    backend.close()
+    assert order == ["short", "long"]
+    assert got_long.token_ids == solo_long.token_ids and got_short.token_ids == solo_short.token_ids
+    np.testing.assert_allclose(got_long.values, solo_long.values, atol=1e-4)
+    np.testing.assert_allclose(got_short.values, solo_short.values, atol=1e-4)

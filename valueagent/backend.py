@@ -8,11 +8,12 @@ batch row, so requests with different steering strengths share forward passes.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import concurrent.futures as cf
+import inspect
 import logging
 import queue
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,8 @@ import numpy as np
 import torch
 
 from valueagent.axis.artifact import ValueAxis
-from valueagent.generation import FinishReason, Generation, GenerationRequest, Message, ModelInfo, Scored
+from valueagent.decoding import DecodeBatch, Row
+from valueagent.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
 from valueagent.hooks import AxisHook, attached
 from valueagent.layers import num_layers
 
@@ -87,6 +89,7 @@ class HFBackend:
         self._cache_kw_is_cache = "cache" in inspect.signature(model.forward).parameters
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sorted(self._eos)[0]
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._scores: list[_Job] = []
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -123,7 +126,7 @@ class HFBackend:
         if self.axis is None:
             raise RuntimeError("no value axis is loaded: steering and residual norms need one (--axis PATH)")
         if self._residual_norm is None:
-            with self._lock:
+            with self._lock, torch.inference_mode():
                 self._residual_norm = self._measure_norm(self.axis.layer)
         return self._residual_norm
 
@@ -151,37 +154,115 @@ class HFBackend:
         self._jobs.put(job)
         return job.future
 
-    def _run(self) -> None:
+    def _take(self, block: bool) -> tuple[list[_Job], bool]:
+        """Jobs waiting in the queue (blocking for the first when idle) and whether to shut down."""
+        jobs: list[_Job] = []
+        try:
+            first = self._jobs.get() if block else self._jobs.get_nowait()
+        except queue.Empty:
+            return jobs, False
+        if first is None:
+            return jobs, True
+        jobs.append(first)
+        # When idle, wait briefly so concurrent callers share the first prefill.
+        wait = self.batch_window_s if block else 0.0
         while True:
-            first = self._jobs.get()
-            if first is None:
+            try:
+                nxt = self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait()
+            except queue.Empty:
+                return jobs, False
+            if nxt is None:
+                return jobs, True
+            jobs.append(nxt)
+            wait = min(wait, 0.002)
+
+    def _run(self) -> None:
+        backlog: deque[_Job] = deque()
+        batch: DecodeBatch | None = None
+        while True:
+            idle = (batch is None or not batch.rows) and not backlog
+            jobs, shutdown = self._take(block=idle)
+            for job in jobs:
+                if not job.future.set_running_or_notify_cancel():
+                    continue
+                (backlog if job.kind == "generate" else self._scores).append(job)
+            if shutdown:
+                for job in [*backlog, *self._scores]:
+                    job.future.set_exception(RuntimeError("backend closed"))
+                if batch is not None:
+                    for row in batch.rows:
+                        row.future.set_exception(RuntimeError("backend closed"))
                 return
-            batch = [first]
-            # Gather what else is in flight (briefly wait so concurrent callers share the pass).
-            deadline = self.batch_window_s
-            while len(batch) < self.max_batch:
+            if self._scores:
+                self._serve_scores()
+            if batch is None or not batch.rows:
+                batch = self._new_batch()
+            room = self.max_batch - len(batch.rows)
+            if backlog and room > 0:
+                admitted = [backlog.popleft() for _ in range(min(room, len(backlog)))]
+                self._admit(batch, admitted)
+            if batch.rows:
                 try:
-                    nxt = self._jobs.get(timeout=deadline)
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._jobs.put(None)
-                    break
-                batch.append(nxt)
-                deadline = 0.002
-            for kind, runner in (("generate", self._run_generate), ("score", self._run_score)):
-                jobs = [j for j in batch if j.kind == kind and j.future.set_running_or_notify_cancel()]
-                if not jobs:
+                    finished = self._step(batch)
+                except Exception as exc:  # a failed step fails its rows, not the worker
+                    log.exception("decode step failed")
+                    for row in batch.rows:
+                        row.future.set_exception(exc)
+                    batch = None
                     continue
-                try:
-                    results = runner(jobs)
-                except Exception as exc:  # a failed batch must not kill the worker
-                    log.exception("backend batch failed")
-                    for j in jobs:
-                        j.future.set_exception(exc)
-                    continue
-                for j, r in zip(jobs, results, strict=True):
-                    j.future.set_result(r)
+                for row, result in finished:
+                    row.future.set_result(result)
+
+    @torch.inference_mode()
+    def _step(self, batch: DecodeBatch) -> list[tuple[Row, Generation]]:
+        return batch.step()
+
+    def _new_batch(self) -> DecodeBatch:
+        return DecodeBatch(
+            model=self.model,
+            forward=self._forward,
+            decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+            hook=self._hook(),
+            layer=self.axis.layer if self.axis is not None else None,
+            eos=self._eos,
+            pad=self._pad,
+            device=self._device,
+        )
+
+    @torch.inference_mode()
+    def _admit(self, batch: DecodeBatch, jobs: list[_Job]) -> None:
+        rows, prompts = [], []
+        for job in jobs:
+            req = job.request
+            assert req is not None
+            try:
+                ids = self._encode(self.prompt_text(req))
+                alpha = steer_alpha(req.steer, self.residual_norm) if req.steer != 0 else 0.0
+            except Exception as exc:  # bad request: fail it alone
+                job.future.set_exception(exc)
+                continue
+            rows.append(Row(req, job.future, len(ids), alpha, torch.Generator().manual_seed(int(req.seed))))
+            prompts.append(ids)
+        if not rows:
+            return
+        try:
+            batch.admit(rows, prompts)
+        except Exception as exc:
+            log.exception("prefill failed")
+            for row in rows:
+                row.future.set_exception(exc)
+
+    def _serve_scores(self) -> None:
+        jobs, self._scores = self._scores[: self.max_batch], self._scores[self.max_batch :]
+        try:
+            results = self._run_score(jobs)
+        except Exception as exc:
+            log.exception("scoring failed")
+            for j in jobs:
+                j.future.set_exception(exc)
+            return
+        for j, r in zip(jobs, results, strict=True):
+            j.future.set_result(r)
 
     # -- tokenization -----------------------------------------------------------------------------
     def prompt_text(self, request: GenerationRequest) -> str:
@@ -213,113 +294,6 @@ class HFBackend:
         # transformers >= 5.2x renamed `past_key_values` to `cache`; older 5.x only knows the former.
         key = "cache" if self._cache_kw_is_cache else "past_key_values"
         return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{key: cache})
-
-    # -- generation -------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _run_generate(self, jobs: list[_Job]) -> list[Generation]:
-        reqs = [j.request for j in jobs]
-        assert all(r is not None for r in reqs)
-        requests: list[GenerationRequest] = [r for r in reqs if r is not None]
-        prompts = [self._encode(self.prompt_text(r)) for r in requests]
-        hook = self._hook()
-        if hook is not None and any(r.steer != 0 for r in requests):
-            norm = self.residual_norm
-            hook.set_steering(
-                torch.tensor([steer_alpha(r.steer, norm) for r in requests]),
-                torch.tensor([not r.steer_generated_only for r in requests]),
-            )
-        if hook is None:
-            return self._decode(requests, prompts, None)
-        assert self.axis is not None
-        with attached(self.model, self.axis.layer, hook):
-            return self._decode(requests, prompts, hook)
-
-    def _decode(
-        self, requests: list[GenerationRequest], prompts: list[list[int]], hook: AxisHook | None
-    ) -> list[Generation]:
-        b = len(requests)
-        gens = [torch.Generator().manual_seed(int(r.seed)) for r in requests]
-        ids, mask = self._left_pad(prompts)
-        pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        out = self._forward(ids, mask, pos, None)
-        cache = _cache_of(out)
-        logits = out.logits[:, -1, :].float()  # (B, V)
-        toks: list[list[int]] = [[] for _ in range(b)]
-        lps: list[list[float]] = [[] for _ in range(b)]
-        vals: list[list[float]] = [[] for _ in range(b)]
-        finish: list[FinishReason | None] = [None] * b
-        texts = [""] * b
-        while True:
-            nxt = self._sample(logits, requests, gens)  # (B,)
-            logp = torch.log_softmax(logits, dim=-1).gather(1, nxt[:, None])[:, 0]
-            for i, r in enumerate(requests):
-                if finish[i] is None:
-                    t = int(nxt[i])
-                    if t in self._eos and not r.ignore_eos:
-                        finish[i] = "eos"
-                    else:
-                        toks[i].append(t)
-                        lps[i].append(float(logp[i]))
-            live = [i for i in range(b) if finish[i] is None]
-            if not live:
-                break
-            feed = nxt.clone()
-            for i in range(b):
-                if finish[i] is not None:
-                    feed[i] = self._pad
-            mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=mask.device)], dim=1)
-            pos = pos[:, -1:] + 1
-            out = self._forward(feed[:, None].to(self._device), mask, pos, cache)
-            cache = _cache_of(out)
-            logits = out.logits[:, -1, :].float()
-            if hook is not None and hook.read and hook.last is not None:
-                step_vals = hook.last[:, -1].tolist()
-                for i in live:
-                    vals[i].append(float(step_vals[i]))
-            for i in live:
-                r = requests[i]
-                if r.stop:
-                    texts[i] = self.tokenizer.decode(toks[i], skip_special_tokens=True)
-                    if any(s in texts[i] for s in r.stop):
-                        finish[i] = "stop"
-                        continue
-                if len(toks[i]) >= r.max_new_tokens:
-                    finish[i] = "length"
-        results = []
-        for i, r in enumerate(requests):
-            reason = finish[i]
-            assert reason is not None
-            results.append(
-                Generation(
-                    text=self.tokenizer.decode(toks[i], skip_special_tokens=True),
-                    token_ids=toks[i],
-                    logprobs=lps[i],
-                    values=vals[i] if hook is not None and hook.read else [],
-                    layer=self.axis.layer if self.axis is not None else None,
-                    prompt_tokens=len(prompts[i]),
-                    finish_reason=reason,
-                    steer=r.steer,
-                    tokens=[self.tokenizer.decode([t]) for t in toks[i]],
-                )
-            )
-        return results
-
-    @staticmethod
-    def _sample(logits: torch.Tensor, requests: list[GenerationRequest], gens: list[torch.Generator]) -> torch.Tensor:
-        out = torch.empty(logits.shape[0], dtype=torch.long)
-        cpu = logits.detach().to("cpu")
-        for i, r in enumerate(requests):
-            if r.temperature == 0:
-                out[i] = int(cpu[i].argmax())
-                continue
-            probs = torch.softmax(cpu[i] / r.temperature, dim=-1)
-            if r.top_p < 1.0:
-                sp, si = probs.sort(descending=True)
-                keep = sp.cumsum(0) - sp < r.top_p
-                probs = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
-                probs = probs / probs.sum()
-            out[i] = int(torch.multinomial(probs, 1, generator=gens[i]))
-        return out.to(logits.device)
 
     # -- teacher-forced scoring --------------------------------------------------------------------
     @torch.inference_mode()
@@ -428,10 +402,3 @@ def load_backend(
         axis_name=axis_name,
         max_batch=max_batch,
     )
-
-
-def _cache_of(out: Any) -> Any:
-    # Newer transformers name it `cache` and warn on `past_key_values`; older ones only have the latter.
-    if "cache" in out:
-        return out["cache"]
-    return out["past_key_values"] if "past_key_values" in out else None

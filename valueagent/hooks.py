@@ -66,7 +66,6 @@ def attached(model: Any, layer: int, hook: AxisHook) -> Iterator[AxisHook]:
         yield hook
     finally:
         handle.remove()
-        hook.last = None
 
 
 @contextmanager
