@@ -180,7 +180,10 @@ def _from_pretrained(source: Path | str, spec: str, torch_dtype: torch.dtype, de
 def _load_pair(source: Path | str, torch_dtype: torch.dtype, device: str, *, local_files_only: bool) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import is_accelerate_available
+    from transformers.utils import logging as hf_logging
 
+    # A per-tensor progress bar on a cached load of seconds is noise in CLI output and logs.
+    hf_logging.disable_progress_bar()
     # device_map loads weights straight onto the GPU but needs accelerate; CPU loads never need it.
     direct = device != "cpu" and is_accelerate_available()
     model: Any = AutoModelForCausalLM.from_pretrained(
