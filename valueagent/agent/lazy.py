@@ -1,0 +1,69 @@
+"""Graphs that load their model on first use, for ``graphs/`` and the LangGraph CLI (``langgraph.json``).
+
+Nothing is loaded at import: :class:`LazyBackend` loads ``valueagent.backend.load_backend`` when the graph
+first generates. Settings come from the environment: ``VALUEAGENT_MODEL`` (default ``embedded``),
+``VALUEAGENT_AXIS`` (default ``default``; ``none`` for no axis) and ``VALUEAGENT_GATE_CONFIG`` (a
+calibration file from ``valueagent calibrate``; without it gated policies run uncalibrated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any
+
+from valueagent.generation import Generation, GenerationRequest, Message, ModelInfo, Scored, ValueBackend
+
+
+class LazyBackend:
+    """A :class:`~valueagent.generation.ValueBackend` that loads the real one on first use."""
+
+    def __init__(self, model: str | None = None, axis: str | None = None) -> None:
+        self.model = model or os.environ.get("VALUEAGENT_MODEL", "embedded")
+        axis = axis or os.environ.get("VALUEAGENT_AXIS", "default")
+        self.axis: str | None = None if axis.lower() == "none" else axis
+        self._backend: ValueBackend | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> ValueBackend:
+        """The real backend (loaded once, thread-safe)."""
+        if self._backend is None:
+            with self._lock:
+                if self._backend is None:
+                    from valueagent.backend import load_backend
+
+                    self._backend = load_backend(self.model, axis=self.axis)
+        return self._backend
+
+    def info(self) -> ModelInfo:
+        return self.load().info()
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        backend = await asyncio.to_thread(self.load)
+        return await backend.generate(request)
+
+    async def score(self, messages: tuple[Message, ...], completion: str) -> Scored:
+        backend = await asyncio.to_thread(self.load)
+        return await backend.score(messages, completion)
+
+    async def aclose(self) -> None:
+        if self._backend is not None:
+            await self._backend.aclose()
+
+
+_SHARED: dict[str, LazyBackend] = {}
+
+
+def lazy_graph(policy: str) -> Any:
+    """A compiled graph for ``policy`` over a process-wide :class:`LazyBackend` (no weights loaded yet)."""
+    from valueagent.agent.calibrate import load_gate_configs
+    from valueagent.agent.factory import create_value_agent
+
+    backend = _SHARED.setdefault("default", LazyBackend())
+    gate_config = None
+    path = os.environ.get("VALUEAGENT_GATE_CONFIG")
+    if path:
+        configs, _ = load_gate_configs(path)
+        gate_config = configs.get(policy)
+    return create_value_agent(backend, policy=policy, gate_config=gate_config).compile()

@@ -1,0 +1,178 @@
+"""CLI commands: `run` (agent policies over a task file or HumanEval) and `calibrate` (gate thresholds)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from valueagent.cli.common import AXIS_OPT, DEVICE_OPT, DTYPE_OPT, MODEL_OPT, fail, load_backend_or_fail
+
+_OUT = Path("runs/latest")
+
+
+def load_tasks(source: str, *, split: str, limit: int | None, task_ids: str | None) -> tuple[Any, ...]:
+    """Tasks from ``humaneval`` (a split) or a HumanEval-schema JSONL file, filtered and truncated."""
+    from valueagent.tasks import humaneval_split, load_jsonl
+
+    if source == "humaneval":
+        tasks = humaneval_split(split)  # type: ignore[arg-type]
+    elif Path(source).is_file():
+        tasks = load_jsonl(source)
+    else:
+        fail(f"no task file {source!r}: give a HumanEval-schema .jsonl file or `humaneval`")
+    if task_ids:
+        wanted = [t.strip() for t in task_ids.split(",") if t.strip()]
+        known = {t.task_id for t in tasks}
+        if missing := [t for t in wanted if t not in known]:
+            fail(f"unknown task ids {missing}; they must exist in {source} (split {split!r} for humaneval)")
+        tasks = tuple(t for t in tasks if t.task_id in set(wanted))
+    return tuple(tasks[:limit]) if limit is not None else tuple(tasks)
+
+
+def parse_policies(text: str) -> tuple[str, ...]:
+    from valueagent.agent.policies import POLICY_NAMES
+
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    if bad := [p for p in names if p not in POLICY_NAMES]:
+        fail(f"unknown policy {bad}; choose from {', '.join(POLICY_NAMES)} (comma-separated for several)")
+    return names
+
+
+def run(
+    tasks: Annotated[str, typer.Argument(help="A HumanEval-schema TASKS.jsonl, or `humaneval`.")],
+    policy: Annotated[str, typer.Option("--policy", help="A policy, or several: a,b,c.")] = "value",
+    model: str = MODEL_OPT,
+    axis: str = AXIS_OPT,
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    gate_config: Annotated[Path | None, typer.Option("--gate-config", help="File from `calibrate`.")] = None,
+    split: Annotated[str, typer.Option("--split", help="eval, calibration or all.")] = "eval",
+    task_ids: Annotated[str | None, typer.Option("--task-ids", help="Comma-separated task ids.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N tasks.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Tasks in flight.")] = 4,
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Writes DIR/results.jsonl.")] = _OUT,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip finished pairs; redo a torn line.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Run seed (per-task seeds derive from it).")] = 0,
+    max_backtracks: Annotated[int, typer.Option("--max-backtracks", min=0)] = 2,
+    max_test_runs: Annotated[int, typer.Option("--max-test-runs", min=0)] = 3,
+    max_revisions: Annotated[int, typer.Option("--max-revisions", min=0)] = 2,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Generated tokens per task.")] = 2048,
+    answer_tokens: Annotated[int, typer.Option("--answer-tokens", min=1, help="Longest answer.")] = 512,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Sandbox worker processes.")] = 4,
+) -> None:
+    """Run agent policies over tasks; one JSON line per (task, policy) in DIR/results.jsonl."""
+    from valueagent.agent.calibrate import load_gate_configs
+    from valueagent.agent.policies import POLICIES
+    from valueagent.agent.state import Budgets
+    from valueagent.runner import RunConfig
+
+    names = parse_policies(policy)
+    task_list = load_tasks(tasks, split=split, limit=limit, task_ids=task_ids)
+    configs: dict[str, Any] = {}
+    segment_tokens = 32
+    meta: dict[str, Any] = {"tasks": tasks, "split": split if tasks == "humaneval" else None}
+    if gate_config is not None:
+        try:
+            configs, document = load_gate_configs(gate_config)
+        except (OSError, ValueError) as exc:
+            fail(str(exc))
+        segment_tokens = int(document.get("segment_tokens", segment_tokens))
+        meta["gate_config"] = {"path": str(gate_config), "created": document.get("created")}
+        overlap = set(document.get("task_ids", ())) & {t.task_id for t in task_list}
+        if overlap:
+            fail(f"{len(overlap)} tasks were used for calibration (e.g. {sorted(overlap)[0]}): evaluate on "
+                 "disjoint tasks (for humaneval: --split eval)")
+    uncalibrated = [n for n in names if POLICIES[n].tests == "gate" and n not in configs]
+    if uncalibrated:
+        typer.secho(f"warning: {uncalibrated} run uncalibrated (never backtrack, always test); pass "
+                    "--gate-config from `valueagent calibrate`", fg=typer.colors.YELLOW, err=True)
+    budgets = Budgets(backtracks=max_backtracks, test_runs=max_test_runs, revisions=max_revisions,
+                      tokens=max_tokens)
+    backend = load_backend_or_fail(model, axis, device, dtype)
+    meta["model"] = asdict(backend.info())
+    if meta["model"]["axis"] is None:
+        if steered := [n for n in names if POLICIES[n].steer]:
+            fail(f"{steered} steer along the value axis, and none is loaded: pass --axis PATH")
+        if valued := [n for n in names if POLICIES[n].signal in ("value", "value+logprob", "random")]:
+            typer.secho(f"warning: no value axis is loaded; {valued} read no values", fg=typer.colors.YELLOW,
+                        err=True)
+    from valueagent.sandbox import Sandbox
+
+    sandbox = Sandbox(workers=workers)
+    config = RunConfig(
+        policies=names, output_dir=output_dir, concurrency=concurrency, resume=resume, seed=seed,
+        budgets=budgets, gate_configs=configs, segment_tokens=segment_tokens, answer_tokens=answer_tokens,
+        meta=meta,
+    )
+    code = asyncio.run(_run_with_progress(task_list, backend, sandbox, config))
+    raise typer.Exit(code)
+
+
+async def _run_with_progress(tasks: tuple[Any, ...], backend: Any, sandbox: Any, config: Any) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from valueagent.runner import run_tasks
+
+    total = len(tasks) * len(config.policies)
+    passed = {"n": 0, "k": 0}
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=False) as progress:
+        bar = progress.add_task(",".join(config.policies), total=total, status="")
+
+        def on_result(record: dict[str, Any]) -> None:
+            passed["n"] += 1
+            passed["k"] += bool(record["passed"])
+            status = f"pass {passed['k']}/{passed['n']} (last {record['task_id']})"
+            progress.update(bar, advance=1, status=status)
+
+        try:
+            outcome = await run_tasks(tasks, backend=backend, sandbox=sandbox, config=config,
+                                      on_result=on_result)
+        except (FileExistsError, ValueError) as exc:
+            fail(str(exc))
+        finally:
+            await backend.aclose()
+        progress.update(bar, completed=outcome.done + outcome.skipped)
+    msg = f"{outcome.done} written, {outcome.skipped} already done -> {config.output_dir / 'results.jsonl'}"
+    if outcome.repaired:
+        msg += " (a torn last line was redone)"
+    typer.echo(msg, err=True)
+    for key, err in outcome.errors.items():
+        typer.secho(f"failed {key}: {err}", fg=typer.colors.RED, err=True)
+    return 1 if outcome.errors else 0
+
+
+def calibrate_cmd(
+    results: Annotated[list[Path], typer.Argument(help="Run dirs or results.jsonl of calibration runs.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the calibration JSON.")],
+    risk: Annotated[float, typer.Option("--risk", help="Max share of untested acceptances wrong.")] = 0.1,
+    backtrack_rate: Annotated[float, typer.Option("--backtrack-rate", help="Good drafts cut, max.")] = 0.1,
+    segment_tokens: Annotated[int, typer.Option("--segment-tokens", min=1)] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random-gate control.")] = 0,
+) -> None:
+    """Fit gate thresholds (value, logprob, value+logprob, random rates) on calibration results."""
+    from valueagent.agent.calibrate import calibrate, samples_from_records, save_calibration
+    from valueagent.runner import read_results
+
+    records = [r for path in results for r in read_results(path.parent if path.is_file() else path)]
+    samples = samples_from_records(records)
+    if len(samples) < 2:
+        fail(f"found {len(samples)} usable records in {[str(p) for p in results]}; run "
+             "`valueagent run humaneval --split calibration --policy single` first")
+    source = {"results": [str(p) for p in results], "command": " ".join(sys.argv)}
+    doc = calibrate(samples, risk=risk, backtrack_rate=backtrack_rate, segment_tokens=segment_tokens,
+                    seed=seed, source=source)
+    save_calibration(doc, output)
+    typer.echo(json.dumps({"output": str(output), "n": len(samples), "report": doc["report"]}, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root app."""
+    app.command("run")(run)
+    app.command("calibrate")(calibrate_cmd)
