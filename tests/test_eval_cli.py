@@ -1,0 +1,156 @@
+"""`valueagent eval humaneval` end to end on the scripted fake backend and sandbox (real HumanEval tasks)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.fakes import ScriptedBackend, ScriptedSandbox, Step
+from valueagent.agent.gate import GateConfig
+from valueagent.cli import eval_cmd
+from valueagent.cli.main import app
+from valueagent.eval.humaneval import select_tasks
+from valueagent.generation import GenerationRequest
+
+MARK = "VA_GOOD_MARK"
+runner = CliRunner()
+POLICIES = "value,always-test,single"
+
+
+def _good(prompt: str) -> bool:
+    return len(prompt) % 2 == 0  # a fixed, task-dependent mix of passing and failing tasks
+
+
+def _script(request: GenerationRequest, i: int) -> Step:
+    prompt = (request.messages or ({"content": ""},))[0]["content"]
+    name = (re.findall(r"def (\w+)\(", prompt) or ["f"])[-1]
+    good = _good(prompt)
+    body = f"def {name}(*args):\n    return '{MARK if good else 'BAD'}'\n```"
+    return Step(body, [0.9 if good else 0.1] * 6, [-0.1 if good else -1.5] * 6, "stop")
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    made: dict[str, Any] = {}
+
+    def backend(*args: Any) -> ScriptedBackend:
+        made["backend"] = ScriptedBackend(_script)
+        return made["backend"]
+
+    def sandbox(workers: int) -> ScriptedSandbox:
+        made["sandbox"] = ScriptedSandbox(lambda program: MARK in program)
+        return made["sandbox"]
+
+    monkeypatch.setattr(eval_cmd, "make_backend", backend)
+    monkeypatch.setattr(eval_cmd, "make_sandbox", sandbox)
+    return made
+
+
+def _eval(out: Path, *extra: str) -> Any:
+    args = ["eval", "humaneval", "--policies", POLICIES, "--limit", "8", "--output-dir", str(out),
+            "--concurrency", "3", "--n-boot", "200", *extra]
+    return runner.invoke(app, args)
+
+
+def test_eval_humaneval_writes_the_run_directory(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    out = tmp_path / "run"
+    res = _eval(out, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    tasks = select_tasks("eval", limit=8)
+    n_good = sum(_good(f"```python\n{t.prompt.rstrip()}\n```") for t in tasks)
+    assert 0 < n_good < 8
+    for policy in POLICIES.split(","):
+        assert summary["policies"][policy]["n"] == 8
+        assert summary["policies"][policy]["passed"] == n_good
+    assert summary["policies"]["single"]["test_runs_mean"] == 0
+    for name in ("config.json", "results.jsonl", "summary.json", "samples.jsonl", "report.md", "frontier.png"):
+        assert (out / name).is_file(), name
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["model_id"] == "fake/scripted" and cfg["dataset"]["n_tasks"] == 8
+    assert cfg["dataset"]["task_ids"] == [t.task_id for t in tasks] and cfg["seeds"]["seed"] == 0
+    assert cfg["dataset"]["hash"].startswith("sha256:") and "versions" in cfg and "git" in cfg
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 24
+    assert not set(cfg["dataset"]["task_ids"]) & set(t.task_id for t in select_tasks("calibration"))
+    # the hidden tests were run by the sandbox, never shown to the model
+    assert len(fakes["sandbox"].hidden) == 24
+    seen = " ".join(m["content"] for r in fakes["backend"].requests for m in (r.messages or ()))
+    assert all(t.test.strip()[:60] not in seen for t in tasks)
+
+
+def test_resume_fail_under_and_existing_dir(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    out = tmp_path / "run"
+    assert _eval(out).exit_code == 0
+    again = _eval(out)
+    assert again.exit_code == 2 and "--resume" in again.output
+    results = out / "results.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    results.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # a torn last line
+    resumed = _eval(out, "--resume", "--fail-under", "0.99")
+    assert resumed.exit_code == 1 and "fail-under: value" in resumed.output
+    recs = [json.loads(x) for x in results.read_text().splitlines()]
+    assert len(recs) == 24 and len({(r["task_id"], r["policy"]) for r in recs}) == 24
+    assert json.loads((out / "config.json").read_text())["resumed"]
+    assert _eval(out, "--resume", "--fail-under", "0.01").exit_code == 0
+
+
+def test_bad_arguments_fail_before_loading_a_model(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    res = runner.invoke(app, ["eval", "humaneval", "--policies", "value,nope", "--output-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown policy" in res.output
+    res = runner.invoke(app, ["eval", "humaneval", "--policies", "single", "--task-ids", "HumanEval/1",
+                              "--output-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "split" in res.output  # HumanEval/1 is a calibration task
+    assert "backend" not in fakes
+
+
+def test_gate_config_must_be_disjoint_and_normalizes_every_policy(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    value = GateConfig(signal="value", value_baseline=(0.5, 0.0), value_scale=0.2, accept_above=1.0)
+    doc = {"format": "valueagent.gate-calibration/1", "segment_tokens": 16, "task_ids": ["HumanEval/1"],
+           "policies": {"value": value.to_dict()}}
+    cal = tmp_path / "gate.json"
+    cal.write_text(json.dumps(doc))
+    out = tmp_path / "run"
+    res = _eval(out, "--gate-config", str(cal))
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert {tuple(r["settings"]["gate"]["value_baseline"]) for r in recs} == {(0.5, 0.0)}
+    finals = [t for r in recs for t in r["value_trace"] if t["kind"] == "final"]
+    assert {round(t["value_norm"], 6) for t in finals} <= {2.0, -2.0}  # (0.9 - 0.5) / 0.2, (0.1 - 0.5) / 0.2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reading"]["by_policy"]["value"]["n"] == 8
+    doc["task_ids"] = [select_tasks("eval", limit=1)[0].task_id]
+    cal.write_text(json.dumps(doc))
+    res = _eval(tmp_path / "run2", "--gate-config", str(cal))
+    assert res.exit_code == 2 and "disjoint" in res.output
+
+
+def test_eval_humaneval_on_tiny_qwen3_and_real_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        tiny_model: Any, tiny_tokenizer: Any) -> None:
+    """The real HF backend (a tiny random Qwen3 with an axis) and the real sandbox, end to end."""
+    import warnings
+
+    from tests.test_backend import make_axis
+    from valueagent.backend import HFBackend
+
+    axis = make_axis(tiny_model)
+    backend = HFBackend(tiny_model, tiny_tokenizer, model_id="tiny", axis=axis)
+    monkeypatch.setattr(eval_cmd, "make_backend", lambda *a: backend)
+    out = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a weaker isolation level than bubblewrap warns; fine for garbage
+        res = runner.invoke(app, ["eval", "humaneval", "--policies", "single,value", "--limit", "2",
+                                  "--output-dir", str(out), "--answer-tokens", "24", "--max-tokens", "48",
+                                  "--n-boot", "200", "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["axis"]["sha256"] == axis.sha256 and cfg["model"]["model_id"] == "tiny"
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["task_id"], r["policy"]) for r in recs) == sorted(
+        (t.task_id, p) for t in select_tasks("eval", limit=2) for p in ("single", "value"))
+    assert all(any(t["kind"] == "final" and t["value"] is not None for t in r["value_trace"]) for r in recs)
+    assert (out / "report.md").is_file()

@@ -1,0 +1,127 @@
+"""Reading results.jsonl and the summary statistics, on synthetic records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.eval_helpers import informative_records, outcomes, record, write_run
+from valueagent.eval.reading import calibration, fit_logistic, oof_probabilities, reading_quality
+from valueagent.eval.records import final_reading, load_results, parse_record
+from valueagent.eval.summary import holm, paired_comparison, summarize, summarize_run
+from valueagent.stats import mcnemar_exact
+
+
+def test_load_skips_torn_line_and_keeps_last_duplicate(tmp_path: Path) -> None:
+    recs = [record("HumanEval/0", "value", False), record("HumanEval/1", "value", True),
+            record("HumanEval/0", "value", True)]
+    run = load_results(write_run(tmp_path, recs, torn_tail='{"task_id": "HumanEval/2", "pol'))
+    assert run.corrupt_lines == 1 and run.duplicates == 1
+    assert [r.task_id for r in run.records("value")] == ["HumanEval/0", "HumanEval/1"]
+    assert run.by_policy["value"]["HumanEval/0"].passed is True
+
+
+def test_load_missing_file_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="run directory"):
+        load_results(tmp_path)
+
+
+def test_task_order_is_numeric(tmp_path: Path) -> None:
+    run = load_results(write_run(tmp_path, [record(f"HumanEval/{i}", "single", True) for i in (10, 2, 1)]))
+    assert run.task_ids() == ["HumanEval/1", "HumanEval/2", "HumanEval/10"]
+
+
+def test_final_reading_is_the_last_final_reading() -> None:
+    trace: list[dict[str, Any]] = [{"kind": "final", "value_norm": 1.0}, {"kind": "segment", "value_norm": 5.0},
+             {"kind": "final", "value_norm": None, "value": 2.0}, {"kind": "tests"}]
+    assert final_reading(trace) == 2.0  # falls back to the raw value when unnormalized
+    assert final_reading([{"kind": "segment", "value_norm": 1.0}]) is None
+    rec = parse_record(record("t/1", "value", True, value=0.25, logprob=-0.5))
+    assert rec.value == pytest.approx(0.25) and rec.logprob == pytest.approx(-0.5)
+
+
+def test_policy_stats_and_paired_comparison(tmp_path: Path) -> None:
+    n = 40
+    a, b = outcomes(n, 30, seed=1), outcomes(n, 15, seed=2)
+    recs = [record(f"HumanEval/{i}", "value", ok, test_runs=1) for i, ok in enumerate(a)]
+    recs += [record(f"HumanEval/{i}", "always-test", ok, test_runs=3) for i, ok in enumerate(b)]
+    summary = summarize(load_results(write_run(tmp_path, recs)), n_boot=2000)
+    value = summary["policies"]["value"]
+    assert value["n"] == n and value["passed"] == 30
+    est = value["pass@1"]
+    assert est["lo"] < est["estimate"] == 0.75 < est["hi"]
+    (cmp,) = summary["paired"]
+    assert cmp["a"] == "value" and cmp["b"] == "always-test" and cmp["n_common"] == n
+    assert cmp["a_only"] == sum(x and not y for x, y in zip(a, b, strict=True))
+    assert cmp["b_only"] == sum(y and not x for x, y in zip(a, b, strict=True))
+    assert cmp["mcnemar_p"] == pytest.approx(mcnemar_exact(a, b).p_value)
+    assert cmp["pass_diff"]["estimate"] == pytest.approx(15 / 40)
+    assert cmp["pass_diff"]["lo"] > 0  # clearly better
+    assert cmp["test_runs_diff"]["estimate"] == pytest.approx(-2.0)
+    json.dumps(summary)  # JSON-ready
+
+
+def test_paired_uses_only_common_tasks() -> None:
+    a = {f"t/{i}": parse_record(record(f"t/{i}", "value", True)) for i in range(5)}
+    b = {f"t/{i}": parse_record(record(f"t/{i}", "single", False)) for i in range(3, 8)}
+    pc = paired_comparison(a, b, n_boot=200)
+    assert pc is not None and pc["n_common"] == 2 and pc["a_only"] == 2
+    assert paired_comparison(a, {}, n_boot=10) is None
+
+
+def test_holm_is_monotone_and_at_least_raw() -> None:
+    p = [0.01, 0.04, 0.03, 0.5]
+    adj = holm(p)
+    assert all(x >= y for x, y in zip(adj, p, strict=True))
+    assert adj[0] == pytest.approx(0.04) and adj[3] == pytest.approx(0.5)
+
+
+def test_informative_reading_has_high_auroc_and_beats_base_rate() -> None:
+    recs = [parse_record(r) for r in informative_records("value", outcomes(60, 30, seed=3))]
+    q = reading_quality(recs, n_boot=500)
+    assert q["status"] == "ok" and q["n"] == 60
+    auc = q["value_auroc"]
+    assert 0.9 < auc["estimate"] <= 1.0 and auc["lo"] <= auc["estimate"] <= auc["hi"]
+    cal = q["calibration"]
+    assert cal["brier"]["estimate"] < cal["brier_base_rate"]
+    assert sum(b["count"] for b in cal["bins"]) == 60
+
+
+def test_reading_quality_reports_why_it_is_missing() -> None:
+    same = [parse_record(record(f"t/{i}", "value", True, value=float(i))) for i in range(10)]
+    assert "same outcome" in reading_quality(same)["status"]
+    none = [parse_record(record(f"t/{i}", "single", i % 2 == 0, value=None)) for i in range(10)]
+    q = reading_quality(none)
+    assert q["n"] == 0 and q["n_without_reading"] == 10 and "too few" in q["status"]
+
+
+def test_logistic_fit_and_oof_probabilities() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400)
+    y = (rng.random(400) < 1 / (1 + np.exp(-(0.5 + 2 * x)))).astype(float)
+    a, b = fit_logistic(x, y)
+    assert 1.4 < b < 2.8 and -0.1 < a < 1.1
+    probs, base = oof_probabilities(x, y.astype(bool), folds=5)
+    assert ((probs >= 0) & (probs <= 1)).all() and np.allclose(base, y.mean(), atol=0.05)
+    uninformative = calibration(rng.normal(size=200), rng.random(200) < 0.5, n_boot=200)
+    assert uninformative["brier"]["estimate"] > uninformative["brier_base_rate"] - 0.02
+
+
+def test_summarize_run_writes_summary(tmp_path: Path) -> None:
+    write_run(tmp_path, informative_records("value", outcomes(12, 6)))
+    summary = summarize_run(tmp_path, n_boot=200)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["schema"] == summary["schema"] == "valueagent-eval-summary/1"
+    assert on_disk["paired"] == [] and "value" in on_disk["reading"]["by_policy"]
+
+
+def test_policy_order_matches_the_agent() -> None:
+    from valueagent.agent.policies import POLICY_NAMES
+    from valueagent.eval.records import POLICY_ORDER, policy_order
+
+    assert POLICY_ORDER == POLICY_NAMES
+    assert policy_order(["zeta", "value", "single", "alpha"]) == ["single", "value", "alpha", "zeta"]

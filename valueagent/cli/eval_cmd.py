@@ -1,0 +1,264 @@
+"""CLI commands: ``eval humaneval``, ``eval report``, ``eval baseline``, ``eval regress`` and ``compare``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from valueagent.cli.common import AXIS_OPT, DEVICE_OPT, DTYPE_OPT, MODEL_OPT, fail
+
+eval_app = typer.Typer(name="eval", help="Evaluate policies, summarize runs, check regressions.",
+                       no_args_is_help=True)
+
+_POLICIES = "value,single,always-test,random-gate,logprob-gate,value+logprob,steer-high,steer-low"
+
+
+def _policies(text: str) -> tuple[str, ...]:
+    from valueagent.agent.policies import POLICY_NAMES
+
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if bad := [p for p in names if p not in POLICY_NAMES]:
+        fail(f"unknown policy {bad}; choose from {', '.join(POLICY_NAMES)} (comma-separated)")
+    if not names:
+        fail("--policies is empty; e.g. --policies value,always-test,single")
+    return names
+
+
+def _ids(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(t.strip() for v in values or () for t in v.split(",") if t.strip())
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def make_backend(model: str, axis: str | None, device: str | None, dtype: str | None) -> Any:
+    """The backend ``eval humaneval`` runs on (tests replace this function with a scripted fake)."""
+    from valueagent.cli.common import load_backend_or_fail
+
+    return load_backend_or_fail(model, axis, device, dtype)
+
+
+def make_sandbox(workers: int) -> Any:
+    """The sandbox pool ``eval humaneval`` runs tests in (tests replace this function)."""
+    from valueagent.sandbox import Sandbox
+
+    return Sandbox(workers=workers)
+
+
+def humaneval(
+    policies: Annotated[str, typer.Option("--policies", help="Comma-separated policies.")] = _POLICIES,
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="The run directory to write.")] = Path(
+        "runs/humaneval"),
+    model: str = MODEL_OPT,
+    axis: str = AXIS_OPT,
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    gate_config: Annotated[Path | None, typer.Option("--gate-config", help="From `valueagent calibrate`.")] = None,
+    split: Annotated[str, typer.Option("--split", help="eval (default), calibration or all.")] = "eval",
+    task_ids: Annotated[list[str] | None, typer.Option("--task-ids", help="Task ids (comma-separated or "
+                                                        "repeated).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N tasks.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="(task, policy) pairs in flight.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Run seed (per-task seeds derive from it).")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a run: skip finished pairs.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json to stdout.")] = False,
+    fail_under: Annotated[float | None, typer.Option("--fail-under", help="Exit 1 if pass@1 of `value` (or of "
+                                                     "each --check policy) is below X (0-1, or percent).")] = None,
+    check: Annotated[str | None, typer.Option("--check", help="Policies --fail-under checks.")] = None,
+    max_backtracks: Annotated[int, typer.Option("--max-backtracks", min=0)] = 2,
+    max_test_runs: Annotated[int, typer.Option("--max-test-runs", min=0)] = 3,
+    max_revisions: Annotated[int, typer.Option("--max-revisions", min=0)] = 2,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Generated tokens per task.")] = 2048,
+    answer_tokens: Annotated[int, typer.Option("--answer-tokens", min=1, help="Longest answer.")] = 512,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Sandbox worker processes.")] = 4,
+    n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples.")] = 10_000,
+) -> None:
+    """Run every policy on the same HumanEval tasks and write config, results, summary, samples, report."""
+    from valueagent.agent.state import Budgets
+    from valueagent.eval.config import ConfigMismatchError
+    from valueagent.eval.humaneval import HumanEvalSettings, select_tasks
+    from valueagent.eval.humaneval import fail_under as below
+
+    if split not in ("eval", "calibration", "all"):
+        fail(f"--split must be eval, calibration or all, got {split!r}")
+    settings = HumanEvalSettings(
+        policies=_policies(policies), output_dir=output_dir, split=split, limit=limit,  # type: ignore[arg-type]
+        task_ids=_ids(task_ids), concurrency=concurrency, seed=seed, resume=resume, model=model,
+        axis=None if axis in ("none", "") else axis, gate_config=gate_config, answer_tokens=answer_tokens,
+        n_boot=n_boot,
+        budgets=Budgets(backtracks=max_backtracks, test_runs=max_test_runs, revisions=max_revisions,
+                        tokens=max_tokens),
+    )
+    try:
+        select_tasks(settings.split, limit=limit, task_ids=settings.task_ids)  # fail before loading a model
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    backend = make_backend(model, axis, device, dtype)
+    try:
+        outcome = asyncio.run(_run(settings, backend, make_sandbox(workers)))
+    except (FileExistsError, ConfigMismatchError, ValueError) as exc:
+        fail(str(exc))
+    _finish(outcome, as_json=as_json)
+    code = 1 if outcome.errors else 0
+    if fail_under is not None:
+        bad = below(outcome.summary, fail_under, _policies(check) if check else ())
+        for msg in bad:
+            typer.secho(f"fail-under: {msg}", fg=typer.colors.RED, err=True)
+        code = 1 if bad else code
+    raise typer.Exit(code)
+
+
+async def _run(settings: Any, backend: Any, sandbox: Any) -> Any:
+    from valueagent.eval.humaneval import run_humaneval
+
+    return await run_with_progress(settings, backend, sandbox, run_humaneval)
+
+
+async def run_with_progress(settings: Any, backend: Any, sandbox: Any, runner: Any) -> Any:
+    """``runner(settings, backend=..., sandbox=..., on_result=..., on_start=...)`` under a live progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    counts: dict[str, list[int]] = {}
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=_console()) as progress:
+        bar = progress.add_task("humaneval", total=None, status="loading")
+
+        def on_start(total: int, done: int) -> None:
+            progress.update(bar, total=total, completed=done, status=f"{done} already done" if done else "")
+
+        def on_result(record: dict[str, Any]) -> None:
+            k_n = counts.setdefault(record["policy"], [0, 0])
+            k_n[0] += bool(record["passed"])
+            k_n[1] += 1
+            status = "  ".join(f"{p} {k}/{n}" for p, (k, n) in counts.items())
+            progress.update(bar, advance=1, status=status)
+
+        try:
+            return await runner(settings, backend=backend, sandbox=sandbox, on_result=on_result, on_start=on_start)
+        finally:
+            aclose, close = getattr(backend, "aclose", None), getattr(sandbox, "close", None)
+            if aclose is not None:
+                await aclose()
+            if close is not None:
+                close()
+
+
+def _finish(outcome: Any, *, as_json: bool) -> None:
+    from valueagent.eval.tables import policy_table, rich_table
+
+    console = _console()
+    console.print(rich_table(policy_table(outcome.summary), title=f"pass@1 and cost — {outcome.output_dir}"))
+    msg = f"{outcome.written} written, {outcome.skipped} already done; report: {outcome.output_dir / 'report.md'}"
+    console.print(msg + (" (a torn last line was redone)" if outcome.repaired else ""))
+    for key, err in outcome.errors.items():
+        console.print(f"[red]failed {key}: {err}")
+    if as_json:
+        typer.echo(json.dumps(outcome.summary, indent=2))
+
+
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with results.jsonl.")],
+    reference: Annotated[str, typer.Option("--reference", help="Policy compared against the others.")] = "value",
+    n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples.")] = 10_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json to stdout.")] = False,
+) -> None:
+    """(Re)write summary.json, samples.jsonl, report.md and the plots of a run (also of `valueagent run`)."""
+    from valueagent.eval.report import write_run_outputs
+    from valueagent.eval.tables import policy_table, rich_table
+
+    try:
+        summary = write_run_outputs(run_dir, reference=reference, n_boot=n_boot)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    _console().print(rich_table(policy_table(summary), title=str(run_dir)))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+
+
+def baseline(
+    run: Annotated[Path, typer.Option("--run", help="The run directory to freeze.")],
+    out: Annotated[Path, typer.Option("--out", help="Baseline file to write (evals/baselines/NAME.json).")],
+) -> None:
+    """Freeze a run's per-task outcomes (and its axis validation) as a regression baseline."""
+    from valueagent.eval.regress import make_baseline
+
+    try:
+        data = make_baseline(run)
+    except (FileNotFoundError, ZeroDivisionError) as exc:
+        fail(f"cannot make a baseline from {run}: {exc}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    typer.echo(f"baseline of {len(data['policies'])} policies -> {out}")
+
+
+def regress(
+    baseline_file: Annotated[Path, typer.Option("--baseline", help="A baseline file (evals/baselines/).")],
+    run: Annotated[Path, typer.Option("--run", help="The run directory to check.")],
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level of the paired test.")] = 0.05,
+    max_drop: Annotated[float | None, typer.Option("--max-drop", help="Also fail when pass@1 drops by more "
+                                                   "than this fraction, significant or not.")] = None,
+    axis_path: Annotated[Path | None, typer.Option("--axis", help="Axis whose sidecar validation to check "
+                                                   "(default: the run's config.json).")] = None,
+    axis_tolerance: Annotated[float, typer.Option("--axis-tolerance", help="Allowed validation drop.")] = 0.02,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+) -> None:
+    """Exit 1 when a policy is significantly worse than the baseline or the axis validation dropped."""
+    from valueagent.eval.regress import BaselineError, check_regression, load_baseline
+
+    try:
+        result = check_regression(load_baseline(baseline_file), run, alpha=alpha, max_drop=max_drop,
+                                  axis_path=axis_path, axis_tolerance=axis_tolerance)
+    except (BaselineError, FileNotFoundError, json.JSONDecodeError) as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        for c in result.checks:
+            mark = typer.style("REGRESSED", fg=typer.colors.RED) if c.regressed else "ok"
+            typer.echo(f"{mark:>9}  {c.kind:6} {c.name}: {c.detail}")
+        for note in result.notes:
+            typer.echo(f"     note  {note}")
+        typer.echo("no regression" if result.ok else "regression detected")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="The first run directory (A).")],
+    run_b: Annotated[Path, typer.Argument(help="The second run directory (B); differences are B - A.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Paired statistics between two runs on their common tasks and policies."""
+    from valueagent.eval.compare import NoOverlapError, compare_runs
+    from valueagent.eval.tables import markdown, paired_table
+
+    try:
+        result = compare_runs(run_a, run_b)
+    except (NoOverlapError, FileNotFoundError) as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"A = {run_a}\nB = {run_b}\n(differences are B - A)\n")
+    typer.echo(markdown(paired_table(result["policies"], a_label="A", b_label="B")))
+    for key, (va, vb) in result["config_differences"].items():
+        typer.echo(f"config differs: {key}: {va} (A) vs {vb} (B)")
+    for side in ("a", "b"):
+        if result[f"only_in_{side}"]:
+            typer.echo(f"only in {side.upper()}: {', '.join(result[f'only_in_{side}'])}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``eval`` (humaneval, report, baseline, regress) and the top-level ``compare``."""
+    eval_app.command("humaneval")(humaneval)
+    eval_app.command("report")(report)
+    eval_app.command("baseline")(baseline)
+    eval_app.command("regress")(regress)
+    app.add_typer(eval_app, name="eval")
+    app.command("compare")(compare)

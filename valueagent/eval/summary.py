@@ -1,0 +1,150 @@
+"""``summary.json``: per-policy pass@1 and cost, paired comparisons, and the value reading's quality.
+
+Every interval is 95%. pass@1 uses the Wilson interval (one greedy-first run per task, so pass@1 is the
+pass rate). Comparisons are *paired* on the tasks both policies finished: McNemar's exact test on the
+discordant tasks, a percentile bootstrap over tasks of the pass-rate difference, and the same bootstrap
+for the cost differences. p-values are also given Holm-adjusted over the comparisons of one reference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from valueagent.eval.reading import reading_quality
+from valueagent.eval.records import READING_DEFINITION, RunResults, TaskRecord, load_results
+from valueagent.stats import mcnemar_exact, paired_bootstrap_diff, wilson
+
+__all__ = [
+    "SUMMARY_FILE",
+    "SUMMARY_SCHEMA",
+    "holm",
+    "paired_comparison",
+    "policy_stats",
+    "summarize",
+    "summarize_run",
+    "write_summary",
+]
+
+SUMMARY_FILE = "summary.json"
+SUMMARY_SCHEMA = "valueagent-eval-summary/1"
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return float(sum(xs) / len(xs)) if xs else None
+
+
+def _est(e: Any) -> dict[str, float]:
+    return {"estimate": e.estimate, "lo": e.lo, "hi": e.hi, "conf": e.conf}
+
+
+def policy_stats(records: Sequence[TaskRecord]) -> dict[str, Any]:
+    """pass@1 with its Wilson interval and the mean costs of one policy's records."""
+    n = len(records)
+    k = sum(r.passed for r in records)
+    return {
+        "n": n,
+        "passed": k,
+        "pass@1": _est(wilson(k, n)) if n else None,
+        "test_runs_mean": _mean([r.test_runs for r in records]),
+        "untested_frac": _mean([float(r.test_runs == 0) for r in records]),
+        "tokens_mean": _mean([r.tokens for r in records]),
+        "wall_s_mean": _mean([r.wall_s for r in records]),
+        "backtracks_mean": _mean([r.backtracks for r in records]),
+        "revisions_mean": _mean([r.revisions for r in records]),
+        "errors": sum(r.error is not None for r in records),
+    }
+
+
+def paired_comparison(
+    a: Mapping[str, TaskRecord], b: Mapping[str, TaskRecord], *, n_boot: int = 10_000, seed: int = 0
+) -> dict[str, Any] | None:
+    """``a`` against ``b`` on their common task ids (differences are ``a - b``); None without overlap."""
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    ra, rb = [a[t] for t in common], [b[t] for t in common]
+    pa, pb = [r.passed for r in ra], [r.passed for r in rb]
+    mc = mcnemar_exact(pa, pb)
+
+    def diff(key: str) -> dict[str, float]:
+        xa = [float(getattr(r, key)) for r in ra]
+        xb = [float(getattr(r, key)) for r in rb]
+        return _est(paired_bootstrap_diff(xa, xb, n_boot=n_boot, seed=seed))
+
+    return {
+        "n_common": len(common),
+        "passed_a": sum(pa),
+        "passed_b": sum(pb),
+        "pass_diff": diff("passed"),
+        # McNemar's b01 = a failed while b passed; here named from a's side:
+        "a_only": mc.b10,
+        "b_only": mc.b01,
+        "mcnemar_p": mc.p_value,
+        "test_runs_diff": diff("test_runs"),
+        "tokens_diff": diff("tokens"),
+    }
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given)."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adj = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adj[i] = running
+    return adj
+
+
+def summarize(
+    run: RunResults, *, reference: str = "value", n_boot: int = 10_000, seed: int = 0
+) -> dict[str, Any]:
+    """The summary of a run (see the module doc); ``reference`` is compared against every other policy."""
+    policies = run.policies
+    comparisons: list[dict[str, Any]] = []
+    if reference in run.by_policy:
+        for other in policies:
+            if other == reference:
+                continue
+            pc = paired_comparison(run.by_policy[reference], run.by_policy[other], n_boot=n_boot, seed=seed)
+            if pc is not None:
+                comparisons.append({"a": reference, "b": other, **pc})
+        for c, p in zip(comparisons, holm([c["mcnemar_p"] for c in comparisons]), strict=True):
+            c["mcnemar_p_holm"] = p
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "source": run.source,
+        "n_tasks": len(run.task_ids()),
+        "n_common_tasks": len(run.common_tasks()),
+        "corrupt_lines": run.corrupt_lines,
+        "duplicates": run.duplicates,
+        "policies": {p: policy_stats(run.records(p)) for p in policies},
+        "reference": reference,
+        "paired": comparisons,
+        "reading": {
+            "definition": READING_DEFINITION,
+            "by_policy": {p: reading_quality(run.records(p), n_boot=min(n_boot, 2000), seed=seed)
+                          for p in policies},
+        },
+        "settings": {"n_boot": n_boot, "seed": seed, "conf": 0.95},
+    }
+
+
+def write_summary(run_dir: str | Path, summary: Mapping[str, Any]) -> Path:
+    """Write ``run_dir/summary.json`` atomically."""
+    path = Path(run_dir) / SUMMARY_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def summarize_run(run_dir: str | Path, *, reference: str = "value", n_boot: int = 10_000, seed: int = 0) -> dict:
+    """Load ``run_dir/results.jsonl``, summarize it and write ``summary.json``; returns the summary."""
+    summary = summarize(load_results(run_dir), reference=reference, n_boot=n_boot, seed=seed)
+    write_summary(run_dir, summary)
+    return summary
