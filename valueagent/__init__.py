@@ -1,10 +1,66 @@
 """valueagent: read a model's value axis during generation, steer along it, and gate a coding agent on it.
 
-Nothing heavy happens at import: torch and transformers load only when a model is used.
+Nothing heavy happens at import: the names below resolve on first access (PEP 562), so
+``import valueagent`` does not import torch, transformers or langgraph.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_EXPORTS: dict[str, str] = {
+    # model backend
+    "load_model": "valueagent.loading",
+    "render_chat": "valueagent.loading",
+    "load_backend": "valueagent.backend",
+    "HFBackend": "valueagent.backend",
+    "steer_alpha": "valueagent.backend",
+    "GenerationRequest": "valueagent.generation",
+    "Generation": "valueagent.generation",
+    "Scored": "valueagent.generation",
+    "ValueBackend": "valueagent.generation",
+    "AxisHook": "valueagent.hooks",
+    "steering": "valueagent.hooks",
+    # value axis artifact
+    "ValueAxis": "valueagent.axis.artifact",
+    "load_axis": "valueagent.axis.artifact",
+    "save_axis": "valueagent.axis.artifact",
+    "AxisMismatchError": "valueagent.axis.artifact",
+    # tasks and sandbox
+    "Task": "valueagent.tasks",
+    "PublicTask": "valueagent.tasks",
+    "VisibleTest": "valueagent.tasks",
+    "load_jsonl": "valueagent.tasks",
+    "load_humaneval": "valueagent.tasks",
+    "humaneval_split": "valueagent.tasks",
+    "Sandbox": "valueagent.sandbox",
+    "ExecResult": "valueagent.sandbox",
+    # agent
+    "create_value_agent": "valueagent.agent",
+    "make_gate_node": "valueagent.agent",
+    "route_gate": "valueagent.agent",
+    "AgentState": "valueagent.agent",
+    "Budgets": "valueagent.agent",
+    "GateConfig": "valueagent.agent",
+    "ValueCritic": "valueagent.agent",
+    "POLICY_NAMES": "valueagent.agent",
+    "run_tasks": "valueagent.runner",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'valueagent' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)
