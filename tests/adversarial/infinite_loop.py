@@ -1,0 +1,7 @@
+"""A busy loop that never finishes on its own (stops after 30 s, so it is harmless by hand)."""
+
+import time
+
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    pass
