@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from valueagent.axis.artifact import ValueAxis
-from valueagent.decoding import DecodeBatch, Row
+from valueagent.decoding import DecodeBatch, Row, left_pad
 from valueagent.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
 from valueagent.hooks import AxisHook, attached
 from valueagent.layers import num_layers
@@ -276,15 +276,6 @@ class HFBackend:
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r) :] = 1
-        return ids.to(self._device), mask.to(self._device)
-
     def _hook(self) -> AxisHook | None:
         if self.axis is None:
             return None
@@ -309,7 +300,7 @@ class HFBackend:
                 raise ValueError("cannot score an empty completion")
             rows.append(p + c)
             starts.append(len(p))
-        ids, mask = self._left_pad(rows)
+        ids, mask = left_pad(rows, self._pad, self._device)
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
         hook = self._hook()
         if hook is not None and self.axis is not None:

@@ -43,6 +43,17 @@ def cache_of(out: Any) -> Any:
     return out["past_key_values"] if "past_key_values" in out else None
 
 
+def left_pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows left-padded to one width: ``(ids, mask)``, both ``(B, T)``."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids.to(device), mask.to(device)
+
+
 def _pad_cache_left(cache: Any, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     layers = []
     for layer in cache.layers:
@@ -89,13 +100,7 @@ class DecodeBatch:
 
     def admit(self, rows: list[Row], prompts: list[list[int]]) -> None:
         """Prefill ``rows`` together, sample their first tokens and merge them into the batch."""
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = left_pad(prompts, self.pad, self.device)
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
         out = self._run(rows, ids, mask, pos, None)
         nxt, lp = self._sample(rows, out.logits[:, -1, :])

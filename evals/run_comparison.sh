@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The committed comparison on the embedded model, end to end (resumable: rerun to continue).
+#   1. greedy `single` drafts on the frozen 40-task calibration split -> gate thresholds
+#   2. all eight policies on the first N tasks of the eval split (disjoint from step 1)
+# Usage: evals/run_comparison.sh [N_TASKS] [CONCURRENCY]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-40}
+C=${2:-8}
+VA=${VA:-.venv/bin/valueagent}
+RUNS=${RUNS:-runs}
+
+$VA run humaneval --split calibration --policy single --concurrency "$C" \
+    --output-dir "$RUNS/calibration" --resume
+$VA calibrate "$RUNS/calibration" --risk 0.1 -o evals/calibration/embedded-gate.json
+$VA eval humaneval --split eval --limit "$N" --concurrency "$C" \
+    --policies single,always-test,value,steer-high,steer-low,random-gate,logprob-gate,value+logprob \
+    --gate-config evals/calibration/embedded-gate.json --output-dir "$RUNS/comparison-$N" --resume
