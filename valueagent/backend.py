@@ -281,10 +281,16 @@ class HFBackend:
             return None
         return AxisHook(torch.from_numpy(np.asarray(self.axis.direction, dtype=np.float32)), read=self.read_values)
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> Any:
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any, *, all_logits: bool = False
+    ) -> Any:
         # transformers >= 5.2x renamed `past_key_values` to `cache`; older 5.x only knows the former.
         key = "cache" if self._cache_kw_is_cache else "past_key_values"
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{key: cache})
+        # Decoding needs only the last position's logits: over a long prompt the full (B, T, vocab)
+        # projection would cost more than the rest of the prefill.
+        keep = {} if all_logits else {"logits_to_keep": 1}
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=not all_logits,
+                          **keep, **{key: cache})
 
     # -- teacher-forced scoring --------------------------------------------------------------------
     @torch.inference_mode()
@@ -305,10 +311,10 @@ class HFBackend:
         hook = self._hook()
         if hook is not None and self.axis is not None:
             with attached(self.model, self.axis.layer, hook):
-                out = self._forward(ids, mask, pos, None)
+                out = self._forward(ids, mask, pos, None, all_logits=True)
                 cos = hook.last
         else:
-            out, cos = self._forward(ids, mask, pos, None), None
+            out, cos = self._forward(ids, mask, pos, None, all_logits=True), None
         logp = torch.log_softmax(out.logits.float(), dim=-1)  # (B, T, V)
         width = ids.shape[1]
         results = []
