@@ -106,6 +106,7 @@ def save_axis(axis: ValueAxis, path: str | Path) -> Path:
     meta = axis.metadata()
     tmp = path.with_suffix(".safetensors.tmp")
     save_file(tensors, str(tmp), metadata={"valueagent": json.dumps(meta)})
+    tmp.chmod(0o644)  # safetensors writes 0600; an axis is package data that every user must read
     tmp.replace(path)
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path
