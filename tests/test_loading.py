@@ -207,7 +207,8 @@ def test_corrupt_copy_of_a_real_part_is_named(tmp_path: Path) -> None:
 
 
 def test_dtype_names() -> None:
-    assert resolve_dtype(None) is torch.bfloat16
+    assert resolve_dtype(None, "cuda") is torch.bfloat16
+    assert resolve_dtype(None, "cpu") in (torch.bfloat16, torch.float32)
     assert resolve_dtype("bf16") is torch.bfloat16
     assert resolve_dtype("float32") is torch.float32
     assert resolve_dtype("FP16") is torch.float16
@@ -267,7 +268,9 @@ def test_local_directory_loads_for_inference(tiny_dir: Path) -> None:
     assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
     assert loaded.tokenizer.pad_token is not None and loaded.tokenizer.padding_side == "left"
     assert loaded.model.generation_config.pad_token_id == loaded.tokenizer.pad_token_id
-    assert load_model(str(tiny_dir)).dtype == "bfloat16"
+    from valueagent.loading import default_dtype
+
+    assert load_model(str(tiny_dir)).dtype == default_dtype("cpu")
 
 
 def test_not_a_checkpoint_directory(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ AXIS_OPT = typer.Option(
     "default", "--axis", help="Axis artifact path, `default` (the shipped axis for this model) or `none`."
 )
 DEVICE_OPT = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
-DTYPE_OPT = typer.Option(None, "--dtype", help="bfloat16 (default), float32 or float16.")
+DTYPE_OPT = typer.Option(
+    None, "--dtype", help="float32, bfloat16 or float16 (default: bf16 on GPU and bf16-capable CPUs, else fp32)."
+)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
