@@ -79,7 +79,7 @@ def test_all_eight_policies_run_end_to_end(backend, tmp_path):
     from valueagent.sandbox import Sandbox
     from valueagent.tasks import humaneval_split
 
-    task = next(t for t in humaneval_split("eval") if t.task_id == "HumanEval/2")
+    task = next(t for t in humaneval_split("all") if t.task_id == "HumanEval/2")
     config = RunConfig(
         policies=POLICY_NAMES,
         output_dir=tmp_path,
