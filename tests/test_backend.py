@@ -124,7 +124,7 @@ def test_planted_direction_shifts_the_reading(tiny_model, tiny_tokenizer):
     req = GenerationRequest(messages=MSGS, max_new_tokens=8, ignore_eos=True)
     plain = backend.generate_sync(req)
     d = torch.from_numpy(axis.direction)
-    with steering(tiny_model, 1, d, 3.0 * float(d.norm()) / float(d.norm())):
+    with steering(tiny_model, 1, d, 3.0):
         up = backend.generate_sync(req)
     with steering(tiny_model, 1, d, -3.0):
         down = backend.generate_sync(req)

@@ -79,15 +79,12 @@ def steering(
     (the prompt) are left alone and only one-position decode steps are steered.
     """
     hook = AxisHook(direction, read=True)
-    hook.set_steering(torch.tensor([float(alpha)]), torch.tensor([not generated_only]))
-    # A batch of B rows shares the scalar alpha: broadcast lazily.
-    original_call = hook.__call__
 
     def broadcast(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        # Every row of whatever batch passes through shares the scalar alpha.
         b = hidden_of(output).shape[0]
-        hook.alpha = torch.full((b,), float(alpha))
-        hook.steer_prompt = torch.full((b,), not generated_only)
-        return original_call(module, args, output)
+        hook.set_steering(torch.full((b,), float(alpha)), torch.full((b,), not generated_only))
+        return hook(module, args, output)
 
     handle = block_for_layer(model, layer).register_forward_hook(broadcast)
     try:
