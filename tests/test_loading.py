@@ -32,6 +32,7 @@ from valueagent.embedded import (
 from valueagent.loading import (
     LoadedModel,
     ModelLoadError,
+    default_dtype,
     load_model,
     render_chat,
     resolve_device,
@@ -318,7 +319,7 @@ def test_embedded_model_shape_and_identity(embedded_model: LoadedModel) -> None:
     assert (config.num_hidden_layers, config.hidden_size, config.vocab_size) == (24, 896, 151936)
     assert embedded_model.model_id == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
     assert embedded_model.revision == EMBEDDED.sha256
-    assert (embedded_model.dtype, embedded_model.device) == ("bfloat16", "cpu")
+    assert (embedded_model.dtype, embedded_model.device) == (default_dtype("cpu"), "cpu")
     assert embedded_model.tokenizer.padding_side == "left"
 
 
