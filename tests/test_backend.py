@@ -249,3 +249,35 @@ def test_request_joins_a_running_batch_and_leaves_early(tiny_model, tiny_tokeniz
     assert got_long.token_ids == solo_long.token_ids and got_short.token_ids == solo_short.token_ids
     np.testing.assert_allclose(got_long.values, solo_long.values, atol=1e-4)
     np.testing.assert_allclose(got_short.values, solo_short.values, atol=1e-4)
+
+
+def test_few_row_linear_gives_the_same_products_and_generations(tiny_tokenizer):
+    from tests.conftest import build_tiny_qwen3
+    from valueagent.cpu_kernels import use_few_row_linear
+
+    plain, patched = build_tiny_qwen3(), build_tiny_qwen3()
+    assert use_few_row_linear(patched) == sum(type(m) is torch.nn.Linear for m in patched.modules()) > 0
+    with torch.inference_mode():
+        for rows in (1, 2, 4, 16, 17, 40):  # decode-sized and prefill-sized inputs
+            ids = torch.randint(0, patched.config.vocab_size, (1, rows))
+            torch.testing.assert_close(patched(input_ids=ids).logits, plain(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
+    x = torch.randn(3, 5, requires_grad=True)  # training keeps the default path and its gradients
+    lin = torch.nn.Linear(5, 7)
+    use_few_row_linear(torch.nn.Sequential(lin))
+    lin(x).sum().backward()
+    assert x.grad is not None
+
+    texts = ("def add(a, b):\n", "Write a function", "import os\n")
+    reqs = [GenerationRequest(prompt=t, max_new_tokens=8, ignore_eos=True) for t in texts]
+    results = []
+    for model in (plain, patched):
+        backend = make_backend(model, tiny_tokenizer, max_batch=4, batch_window_s=0.2)
+
+        async def together(b=backend):
+            return await asyncio.gather(*(b.generate(r) for r in reqs))
+
+        results.append(asyncio.run(together()))
+        backend.close()
+    for a, b in zip(*results, strict=True):
+        assert a.token_ids == b.token_ids
+        np.testing.assert_allclose(a.values, b.values, atol=1e-4)

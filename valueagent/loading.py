@@ -139,6 +139,9 @@ def load_model(spec: str = EMBEDDED_SPEC, *, device: str | None = None, dtype: s
     if revision is None and isinstance(source, str):
         revision = getattr(model.config, "_commit_hash", None)
     _prepare(model, tokenizer)
+    from valueagent.cpu_kernels import use_few_row_linear
+
+    use_few_row_linear(model)  # batched CPU decoding: see valueagent/cpu_kernels.py
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
