@@ -45,10 +45,15 @@ async def test_drop_within_trajectory_backtracks() -> None:
 
 
 async def test_low_final_runs_tests_then_revises_with_feedback_sampled() -> None:
+    from dataclasses import replace
+
+    from valueagent.agent import policy_spec
+
     backend = ScriptedBackend([seg("def f(x):\n    return x\n```", [0.6] * 4, end=True),
                                seg("def f(x):\n    return x + 1  # GOOD\n```", [0.6] * 4, end=True)])
     sandbox = ScriptedSandbox()
-    out = await run_agent(backend, sandbox=sandbox)
+    spec = replace(policy_spec("value"), revise_mode="feedback")
+    out = await run_agent(backend, sandbox=sandbox, policy=spec)  # type: ignore[arg-type]
     assert [r["decision"] for r in out["trace"] if r["kind"] != "segment"] == [
         "run_tests", "revise", "run_tests", "accept"]
     assert out["used"] == {"backtracks": 0, "test_runs": 2, "revisions": 1, "tokens": 8}
@@ -131,11 +136,10 @@ async def test_random_gate_is_seeded() -> None:
 
 
 async def test_fresh_revisions_resample_the_original_prompt() -> None:
-    from dataclasses import replace
-
     from valueagent.agent import policy_spec
 
-    spec = replace(policy_spec("always-test"), revise_mode="fresh")
+    spec = policy_spec("always-test")
+    assert spec.revise_mode == "fresh"  # the default: see PolicySpec
     backend = ScriptedBackend([seg("def f(x):\n    return 0\n```", end=True),
                                seg("def f(x):\n    return x + 1  # GOOD\n```", end=True)])
     out = await run_agent(backend, policy=spec)  # type: ignore[arg-type]
