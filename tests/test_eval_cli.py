@@ -154,3 +154,16 @@ def test_eval_humaneval_on_tiny_qwen3_and_real_sandbox(tmp_path: Path, monkeypat
         (t.task_id, p) for t in select_tasks("eval", limit=2) for p in ("single", "value"))
     assert all(any(t["kind"] == "final" and t["value"] is not None for t in r["value_trace"]) for r in recs)
     assert (out / "report.md").is_file()
+
+
+def test_progress_off_a_terminal_prints_one_line_per_item(capsys) -> None:
+    from valueagent.cli.common import TaskProgress
+
+    with TaskProgress("humaneval") as progress:
+        progress.start(3, done=1)
+        progress.advance("single 1/1")
+        progress.advance("single 2/2")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "humaneval: 3 to run, 1 already done"
+    assert err[1].startswith("humaneval 2/3 [0:0") and err[1].endswith("single 1/1")
+    assert err[2].startswith("humaneval 3/3") and len(err) == 3

@@ -115,21 +115,17 @@ def run(
 
 
 async def _run_with_progress(tasks: tuple[Any, ...], backend: Any, sandbox: Any, config: Any) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from valueagent.cli.common import TaskProgress
     from valueagent.runner import run_tasks
 
-    total = len(tasks) * len(config.policies)
     passed = {"n": 0, "k": 0}
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=False) as progress:
-        bar = progress.add_task(",".join(config.policies), total=total, status="")
+    with TaskProgress(",".join(config.policies)) as progress:
+        progress.start(len(tasks) * len(config.policies))
 
         def on_result(record: dict[str, Any]) -> None:
             passed["n"] += 1
             passed["k"] += bool(record["passed"])
-            status = f"pass {passed['k']}/{passed['n']} (last {record['task_id']})"
-            progress.update(bar, advance=1, status=status)
+            progress.advance(f"pass {passed['k']}/{passed['n']} (last {record['task_id']})")
 
         try:
             outcome = await run_tasks(tasks, backend=backend, sandbox=sandbox, config=config,
@@ -138,7 +134,6 @@ async def _run_with_progress(tasks: tuple[Any, ...], backend: Any, sandbox: Any,
             fail(str(exc))
         finally:
             await backend.aclose()
-        progress.update(bar, completed=outcome.done + outcome.skipped)
     msg = f"{outcome.done} written, {outcome.skipped} already done -> {config.output_dir / 'results.jsonl'}"
     if outcome.repaired:
         msg += " (a torn last line was redone)"

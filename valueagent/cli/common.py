@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 
@@ -54,3 +54,57 @@ def load_backend_or_fail(
         )
         backend.axis_name = "random-benchmark-direction"
     return backend
+
+
+class TaskProgress:
+    """Progress of a long run on stderr: a live bar on a terminal, one line per finished item otherwise
+    (so a run in the background, with stderr in a log file, still shows how far it got)."""
+
+    def __init__(self, description: str) -> None:
+        import time
+
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.description = description
+        self.total: int | None = None
+        self.done = 0
+        self._t0 = time.monotonic()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> TaskProgress:
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=self.console)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=None, status="loading")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def start(self, total: int, done: int = 0) -> None:
+        """The number of items, and how many a previous run already finished."""
+        self.total, self.done = total, done
+        status = f"{done} already done" if done else ""
+        if self._bar is not None:
+            self._bar.update(self._task, total=total, completed=done, status=status)
+        else:
+            self.console.print(f"{self.description}: {total} to run" + (f", {status}" if status else ""))
+
+    def advance(self, status: str) -> None:
+        """One item finished; ``status`` says how the run stands."""
+        import time
+
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, status=status)
+            return
+        elapsed = int(time.monotonic() - self._t0)
+        total = "?" if self.total is None else self.total
+        self.console.print(f"{self.description} {self.done}/{total} [{elapsed // 60}:{elapsed % 60:02d}] {status}",
+                           highlight=False)

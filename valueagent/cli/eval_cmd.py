@@ -123,25 +123,20 @@ async def _run(settings: Any, backend: Any, sandbox: Any) -> Any:
 
 async def run_with_progress(settings: Any, backend: Any, sandbox: Any, runner: Any) -> Any:
     """``runner(settings, backend=..., sandbox=..., on_result=..., on_start=...)`` under a live progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from valueagent.cli.common import TaskProgress
 
     counts: dict[str, list[int]] = {}
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=_console()) as progress:
-        bar = progress.add_task("humaneval", total=None, status="loading")
-
-        def on_start(total: int, done: int) -> None:
-            progress.update(bar, total=total, completed=done, status=f"{done} already done" if done else "")
+    with TaskProgress("humaneval") as progress:
 
         def on_result(record: dict[str, Any]) -> None:
             k_n = counts.setdefault(record["policy"], [0, 0])
             k_n[0] += bool(record["passed"])
             k_n[1] += 1
-            status = "  ".join(f"{p} {k}/{n}" for p, (k, n) in counts.items())
-            progress.update(bar, advance=1, status=status)
+            progress.advance("  ".join(f"{p} {k}/{n}" for p, (k, n) in counts.items()))
 
         try:
-            return await runner(settings, backend=backend, sandbox=sandbox, on_result=on_result, on_start=on_start)
+            return await runner(settings, backend=backend, sandbox=sandbox, on_result=on_result,
+                                on_start=progress.start)
         finally:
             aclose, close = getattr(backend, "aclose", None), getattr(sandbox, "close", None)
             if aclose is not None:
