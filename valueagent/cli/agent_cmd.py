@@ -11,7 +11,20 @@ from typing import Annotated, Any
 
 import typer
 
-from valueagent.cli.common import AXIS_OPT, DEVICE_OPT, DTYPE_OPT, MODEL_OPT, fail, load_backend_or_fail
+from valueagent.cli.common import (
+    ANSWER_TOKENS_OPT,
+    AXIS_OPT,
+    DEVICE_OPT,
+    DTYPE_OPT,
+    MAX_BACKTRACKS_OPT,
+    MAX_REVISIONS_OPT,
+    MAX_TEST_RUNS_OPT,
+    MAX_TOKENS_OPT,
+    MODEL_OPT,
+    WORKERS_OPT,
+    fail,
+    load_backend_or_fail,
+)
 
 _OUT = Path("runs/latest")
 
@@ -59,12 +72,12 @@ def run(
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Writes DIR/results.jsonl.")] = _OUT,
     resume: Annotated[bool, typer.Option("--resume", help="Skip finished pairs; redo a torn line.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Run seed (per-task seeds derive from it).")] = 0,
-    max_backtracks: Annotated[int, typer.Option("--max-backtracks", min=0)] = 2,
-    max_test_runs: Annotated[int, typer.Option("--max-test-runs", min=0)] = 3,
-    max_revisions: Annotated[int, typer.Option("--max-revisions", min=0)] = 2,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Generated tokens per task.")] = 2048,
-    answer_tokens: Annotated[int, typer.Option("--answer-tokens", min=1, help="Longest answer.")] = 512,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Sandbox worker processes.")] = 4,
+    max_backtracks: int = MAX_BACKTRACKS_OPT,
+    max_test_runs: int = MAX_TEST_RUNS_OPT,
+    max_revisions: int = MAX_REVISIONS_OPT,
+    max_tokens: int = MAX_TOKENS_OPT,
+    answer_tokens: int = ANSWER_TOKENS_OPT,
+    workers: int = WORKERS_OPT,
 ) -> None:
     """Run agent policies over tasks; one JSON line per (task, policy) in DIR/results.jsonl."""
     from valueagent.agent.calibrate import load_gate_configs

@@ -15,6 +15,14 @@ DTYPE_OPT = typer.Option(
     None, "--dtype", help="float32, bfloat16 or float16 (default: bf16 on GPU and bf16-capable CPUs, else fp32)."
 )
 
+# Budgets and pools shared by `run` and `eval humaneval` (the same defaults as agent.state.Budgets).
+MAX_BACKTRACKS_OPT = typer.Option(2, "--max-backtracks", min=0, help="Backtracks per task.")
+MAX_TEST_RUNS_OPT = typer.Option(3, "--max-test-runs", min=0, help="Visible-test runs per task.")
+MAX_REVISIONS_OPT = typer.Option(2, "--max-revisions", min=0, help="Revisions per task.")
+MAX_TOKENS_OPT = typer.Option(2048, "--max-tokens", min=1, help="Generated tokens per task.")
+ANSWER_TOKENS_OPT = typer.Option(512, "--answer-tokens", min=1, help="Longest answer.")
+WORKERS_OPT = typer.Option(4, "--workers", min=1, help="Sandbox worker processes.")
+
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print an error that says how to fix it and exit with a usage-error code."""

@@ -9,7 +9,19 @@ from typing import Annotated, Any
 
 import typer
 
-from valueagent.cli.common import AXIS_OPT, DEVICE_OPT, DTYPE_OPT, MODEL_OPT, fail
+from valueagent.cli.common import (
+    ANSWER_TOKENS_OPT,
+    AXIS_OPT,
+    DEVICE_OPT,
+    DTYPE_OPT,
+    MAX_BACKTRACKS_OPT,
+    MAX_REVISIONS_OPT,
+    MAX_TEST_RUNS_OPT,
+    MAX_TOKENS_OPT,
+    MODEL_OPT,
+    WORKERS_OPT,
+    fail,
+)
 
 eval_app = typer.Typer(name="eval", help="Evaluate policies, summarize runs, check regressions.",
                        no_args_is_help=True)
@@ -72,12 +84,12 @@ def humaneval(
     fail_under: Annotated[float | None, typer.Option("--fail-under", help="Exit 1 if pass@1 of `value` (or of "
                                                      "each --check policy) is below X (0-1, or percent).")] = None,
     check: Annotated[str | None, typer.Option("--check", help="Policies --fail-under checks.")] = None,
-    max_backtracks: Annotated[int, typer.Option("--max-backtracks", min=0)] = 2,
-    max_test_runs: Annotated[int, typer.Option("--max-test-runs", min=0)] = 3,
-    max_revisions: Annotated[int, typer.Option("--max-revisions", min=0)] = 2,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Generated tokens per task.")] = 2048,
-    answer_tokens: Annotated[int, typer.Option("--answer-tokens", min=1, help="Longest answer.")] = 512,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Sandbox worker processes.")] = 4,
+    max_backtracks: int = MAX_BACKTRACKS_OPT,
+    max_test_runs: int = MAX_TEST_RUNS_OPT,
+    max_revisions: int = MAX_REVISIONS_OPT,
+    max_tokens: int = MAX_TOKENS_OPT,
+    answer_tokens: int = ANSWER_TOKENS_OPT,
+    workers: int = WORKERS_OPT,
     n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples.")] = 10_000,
 ) -> None:
     """Run every policy on the same HumanEval tasks and write config, results, summary, samples, report."""
