@@ -73,40 +73,29 @@ class PolicySpec:
         }
 
 
-POLICIES: Mapping[str, PolicySpec] = {
-    "single": PolicySpec(
-        name="single", signal="none", tests="never", segmented=False,
-        description="one greedy generation; no gate, no tests (the ungated model)",
-    ),
-    "always-test": PolicySpec(
-        name="always-test", signal="none", tests="always", segmented=False,
-        description="generate, always run the visible tests, revise on failure (Reflexion-style)",
-    ),
-    "value": PolicySpec(
-        name="value", signal="value", tests="gate", segmented=True,
-        description="value-gated: backtrack on low/dropping value, skip tests when value is high",
-    ),
-    "steer-high": PolicySpec(
-        name="steer-high", signal="none", tests="always", segmented=False, steer=STEER_FRACTION,
-        description="always-test with every generation steered toward high value (+16.8%)",
-    ),
-    "steer-low": PolicySpec(
-        name="steer-low", signal="none", tests="always", segmented=False, steer=-STEER_FRACTION,
-        description="always-test with every generation steered toward low value (-16.8%)",
-    ),
-    "random-gate": PolicySpec(
-        name="random-gate", signal="random", tests="gate", segmented=True,
-        description="the gated structure with random decisions at the value gate's rates",
-    ),
-    "logprob-gate": PolicySpec(
-        name="logprob-gate", signal="logprob", tests="gate", segmented=True,
-        description="the gated structure on mean token log-probability",
-    ),
-    "value+logprob": PolicySpec(
-        name="value+logprob", signal="value+logprob", tests="gate", segmented=True,
-        description="the gated structure on a logistic combination of value and log-probability",
-    ),
-}
+def _whole(name: str, tests: TestsMode, description: str, steer: float = 0.0) -> PolicySpec:
+    """A policy that writes each answer in one call (no gate)."""
+    return PolicySpec(name=name, signal="none", tests=tests, segmented=False, steer=steer, description=description)
+
+
+def _gated(name: str, signal: Signal, description: str) -> PolicySpec:
+    """A policy on the gated structure: segments, a gate on ``signal``, tests when the gate asks."""
+    return PolicySpec(name=name, signal=signal, tests="gate", segmented=True, description=description)
+
+
+POLICIES: Mapping[str, PolicySpec] = {p.name: p for p in (
+    _whole("single", "never", "one greedy generation; no gate, no tests (the ungated model)"),
+    _whole("always-test", "always", "generate, always run the visible tests, revise on failure (Reflexion-style)"),
+    _gated("value", "value", "value-gated: backtrack on low/dropping value, skip tests when value is high"),
+    _whole("steer-high", "always", "always-test with every generation steered toward high value (+16.8%)",
+           steer=STEER_FRACTION),
+    _whole("steer-low", "always", "always-test with every generation steered toward low value (-16.8%)",
+           steer=-STEER_FRACTION),
+    _gated("random-gate", "random", "the gated structure with random decisions at the value gate's rates"),
+    _gated("logprob-gate", "logprob", "the gated structure on mean token log-probability"),
+    _gated("value+logprob", "value+logprob",
+           "the gated structure on a logistic combination of value and log-probability"),
+)}
 
 
 def policy_spec(name: str) -> PolicySpec:
