@@ -106,7 +106,7 @@ def test_hooks_leave_no_trace(tiny_model, tiny_tokenizer):
 
 
 def test_steer_zero_changes_nothing_and_steering_changes_text(tiny_model, tiny_tokenizer):
-    backend = make_backend(tiny_model, tiny_tokenizer)
+    backend = make_backend(tiny_model, tiny_tokenizer, prefix_cache_mb=0)  # bitwise: no reuse of prefixes
     base = backend.generate_sync(GenerationRequest(messages=MSGS, max_new_tokens=16, ignore_eos=True))
     zero = backend.generate_sync(GenerationRequest(messages=MSGS, max_new_tokens=16, ignore_eos=True, steer=0.0))
     strong = backend.generate_sync(
@@ -281,3 +281,45 @@ def test_few_row_linear_gives_the_same_products_and_generations(tiny_tokenizer):
     for a, b in zip(*results, strict=True):
         assert a.token_ids == b.token_ids
         np.testing.assert_allclose(a.values, b.values, atol=1e-4)
+
+
+def test_prefix_reuse_continues_a_segment_like_a_full_prefill(tiny_model, tiny_tokenizer):
+    first = GenerationRequest(messages=MSGS, max_new_tokens=12, ignore_eos=True)
+    outs = {}
+    for mb in (0, 64):
+        backend = make_backend(tiny_model, tiny_tokenizer, prefix_cache_mb=mb)
+        a = backend.generate_sync(first)
+        # the agent's next segment: the same chat, the text so far as the assistant prefix
+        b = backend.generate_sync(GenerationRequest(messages=MSGS, assistant_prefix=a.text, max_new_tokens=10,
+                                                    ignore_eos=True))
+        steered = backend.generate_sync(GenerationRequest(messages=MSGS, assistant_prefix=a.text, max_new_tokens=4,
+                                                          ignore_eos=True, steer=0.5))
+        outs[mb] = (a, b, steered)
+        backend.close()
+    (a0, b0, s0), (a1, b1, s1) = outs[0], outs[64]
+    assert a0.token_ids == a1.token_ids and a1.cached_prompt_tokens == 0
+    assert b0.cached_prompt_tokens == 0 and b1.cached_prompt_tokens >= a1.prompt_tokens
+    assert b0.token_ids == b1.token_ids
+    np.testing.assert_allclose(b0.values, b1.values, atol=1e-5)
+    np.testing.assert_allclose(b0.logprobs, b1.logprobs, atol=1e-5)
+    assert s1.cached_prompt_tokens == 0  # steering changes keys and values: never reused
+    assert s0.token_ids == s1.token_ids
+
+
+def test_prefix_store_longest_common_prefix_and_eviction():
+    from valueagent.decoding import PrefixStore
+
+    def kv(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(torch.arange(n, dtype=torch.float32).view(1, 1, n, 1),) * 2]
+
+    store = PrefixStore(max_bytes=2 * 4 * 40, min_tokens=4)  # room for 40 float32 positions (keys + values)
+    store.put(list(range(30)), kv(30))
+    n, got = store.lookup([*range(20), 99, 100])
+    assert n == 20 and got is not None and got[0][0].shape[2] == 20 and float(got[0][0][0, 0, -1, 0]) == 19
+    n, _ = store.lookup(list(range(30)))  # identical prompt: the last token still has to run
+    assert n == 29
+    assert store.lookup([0, 1, 2, 50, 51]) == (0, None)  # shorter than min_tokens
+    store.put(list(range(100, 120)), kv(20))  # 50 positions > 40: the least recently used goes
+    assert store.lookup(list(range(25))) == (0, None)
+    assert store.lookup([*range(100, 110), 7])[0] == 10
+    assert store.hits == 3 and store.lookups == 5

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from valueagent.axis.artifact import ValueAxis
-from valueagent.decoding import DecodeBatch, Row, left_pad
+from valueagent.decoding import DecodeBatch, PrefixStore, Row, left_pad
 from valueagent.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
 from valueagent.hooks import AxisHook, attached
 from valueagent.layers import num_layers
@@ -55,6 +55,8 @@ class HFBackend:
     """A :class:`~valueagent.generation.ValueBackend` over a transformers causal LM.
 
     ``axis`` may be None: generation then works and ``values`` stay empty; steering needs an axis.
+    ``prefix_cache_mb`` bounds the keys and values kept for prefix reuse (0 turns reuse off): a prompt
+    that extends an earlier unsteered request's prompt and output prefills only its new tokens.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class HFBackend:
         axis_name: str | None = None,
         max_batch: int = 8,
         batch_window_s: float = 0.02,
+        prefix_cache_mb: int = 1024,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -88,6 +91,7 @@ class HFBackend:
         self._eos = _eos_ids(model, tokenizer)
         self._cache_kw_is_cache = "cache" in inspect.signature(model.forward).parameters
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sorted(self._eos)[0]
+        self.prefixes = PrefixStore(prefix_cache_mb << 20) if prefix_cache_mb > 0 else None
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._scores: list[_Job] = []
         self._worker: threading.Thread | None = None
@@ -215,7 +219,7 @@ class HFBackend:
 
     @torch.inference_mode()
     def _step(self, batch: DecodeBatch) -> list[tuple[Row, Generation]]:
-        return batch.step()
+        return batch.step(self.prefixes)
 
     def _new_batch(self) -> DecodeBatch:
         return DecodeBatch(
@@ -241,12 +245,13 @@ class HFBackend:
             except Exception as exc:  # bad request: fail it alone
                 job.future.set_exception(exc)
                 continue
-            rows.append(Row(req, job.future, len(ids), alpha, torch.Generator().manual_seed(int(req.seed))))
+            rows.append(Row(req, job.future, len(ids), alpha, torch.Generator().manual_seed(int(req.seed)),
+                            prompt_ids=tuple(ids)))
             prompts.append(ids)
         if not rows:
             return
         try:
-            batch.admit(rows, prompts)
+            batch.admit(rows, prompts, self.prefixes)
         except Exception as exc:
             log.exception("prefill failed")
             for row in rows:

@@ -4,12 +4,19 @@ A row's KV cache is merged into the running batch by left-padding (masked), so a
 arrives mid-flight starts decoding at the next step instead of waiting for the batch to drain,
 and a finished request returns at once. Every generated token's value is read by the axis hook
 in the forward pass that feeds that token (its own position), so no second pass is needed.
+
+A :class:`PrefixStore` keeps the keys and values of finished unsteered rows. A later prompt that shares
+a prefix with one of them (the agent's next segment: the same prompt plus the text written so far; a
+backtrack: the prompt plus the kept segments) prefills only the tokens after the shared prefix. Keys
+and values at a position depend only on the tokens up to it, so the reuse is exact up to float
+summation order.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +41,62 @@ class Row:
     lps: list[float] = field(default_factory=list)
     vals: list[float] = field(default_factory=list)
     finish: FinishReason | None = None
+    prompt_ids: tuple[int, ...] = ()
+    cached: int = 0  # prompt tokens whose keys and values came from the prefix store
+
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each (1, kv_heads, T, head_dim)
+
+
+class PrefixStore:
+    """Keys and values of finished unsteered rows, least recently used evicted beyond ``max_bytes``.
+
+    ``lookup(ids)`` finds the longest common prefix of ``ids`` with a stored row (at least
+    ``min_tokens`` long, and leaving at least one token of ``ids`` to run, whose logits start decoding).
+    """
+
+    def __init__(self, max_bytes: int, *, min_tokens: int = 16) -> None:
+        self.max_bytes, self.min_tokens = max_bytes, min_tokens
+        self._rows: OrderedDict[tuple[int, ...], KV] = OrderedDict()
+        self._bytes = 0
+        self.lookups = self.hits = self.reused_tokens = 0
+
+    @staticmethod
+    def _size(kv: KV) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+
+    def put(self, ids: Sequence[int], kv: KV) -> None:
+        key = tuple(ids)
+        size = self._size(kv)
+        if size > self.max_bytes or len(key) < self.min_tokens:
+            return
+        if key in self._rows:
+            self._bytes -= self._size(self._rows.pop(key))
+        self._rows[key] = kv
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, old = self._rows.popitem(last=False)
+            self._bytes -= self._size(old)
+
+    def lookup(self, ids: Sequence[int]) -> tuple[int, KV | None]:
+        """``(n, kv)``: the first ``n`` positions of ``kv`` hold ``ids[:n]``; ``(0, None)`` if none fits."""
+        self.lookups += 1
+        best_n, best_key = 0, None
+        want = torch.tensor(ids, dtype=torch.long)
+        for key in self._rows:
+            m = min(len(key), len(ids) - 1)
+            if m <= best_n:
+                continue
+            diff = (torch.tensor(key[:m], dtype=torch.long) != want[:m]).nonzero()
+            n = int(diff[0, 0]) if len(diff) else m
+            if n > best_n:
+                best_n, best_key = n, key
+        if best_key is None or best_n < self.min_tokens:
+            return 0, None
+        self._rows.move_to_end(best_key)
+        self.hits += 1
+        self.reused_tokens += best_n
+        return best_n, [(k[:, :, :best_n], v[:, :, :best_n]) for k, v in self._rows[best_key]]
 
 
 def cache_of(out: Any) -> Any:
@@ -98,13 +161,31 @@ class DecodeBatch:
         with attached(self.model, self.layer, self.hook):
             return self._forward(ids, mask, pos, cache)
 
-    def admit(self, rows: list[Row], prompts: list[list[int]]) -> None:
-        """Prefill ``rows`` together, sample their first tokens and merge them into the batch."""
-        ids, mask = left_pad(prompts, self.pad, self.device)
-        pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        out = self._run(rows, ids, mask, pos, None)
+    def admit(self, rows: list[Row], prompts: list[list[int]], store: PrefixStore | None = None) -> None:
+        """Prefill ``rows`` and merge them into the batch. Unsteered rows whose prompt shares a prefix with
+        a row in ``store`` run only the rest of their prompt, one by one; the others run together."""
+        fresh: list[tuple[Row, list[int]]] = []
+        for row, ids in zip(rows, prompts, strict=True):
+            n, kv = store.lookup(ids) if store is not None and row.alpha == 0 else (0, None)
+            if kv is None:
+                fresh.append((row, ids))
+                continue
+            cache = DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in kv], config=self.model.config)
+            mask = torch.ones((1, len(ids)), dtype=torch.long, device=self.device)
+            pos = torch.arange(n, len(ids), device=self.device)[None]
+            out = self._run([row], torch.tensor([ids[n:]], device=self.device), mask, pos, cache)
+            row.cached = n
+            self._merge([row], out, mask, pos[:, -1:])
+        if fresh:
+            ids, mask = left_pad([p for _, p in fresh], self.pad, self.device)
+            pos = (mask.cumsum(-1) - 1).clamp_min(0)
+            fresh_rows = [r for r, _ in fresh]
+            self._merge(fresh_rows, self._run(fresh_rows, ids, mask, pos, None), mask, pos[:, -1:])
+
+    def _merge(self, rows: list[Row], out: Any, mask: torch.Tensor, last: torch.Tensor) -> None:
+        """Sample the first tokens of freshly prefilled ``rows`` and join their cache to the batch's."""
         nxt, lp = self._sample(rows, out.logits[:, -1, :])
-        cache, last = cache_of(out), pos[:, -1:]
+        cache = cache_of(out)
         if not self.rows:
             self.rows, self.cache, self.mask, self.pos = list(rows), cache, mask, last
             self.pending, self.pending_lp = nxt, lp
@@ -119,7 +200,12 @@ class DecodeBatch:
         self.pending_lp = torch.cat([self.pending_lp, lp])
         self.rows.extend(rows)
 
-    def step(self) -> list[tuple[Row, Generation]]:
+    def row_kv(self, i: int, length: int) -> KV:
+        """A copy of the last ``length`` cached positions of row ``i`` (its tokens: rows are right-aligned)."""
+        return [(k[i : i + 1, :, -length:].clone(), v[i : i + 1, :, -length:].clone())
+                for k, v in _pad_cache_left(self.cache, self.mask.shape[1])]
+
+    def step(self, store: PrefixStore | None = None) -> list[tuple[Row, Generation]]:
         """Record the pending tokens, feed them (reading their values), sample the next; return the
         rows that finished with their results (they have left the batch)."""
         for i, row in enumerate(self.rows):
@@ -129,7 +215,7 @@ class DecodeBatch:
             else:
                 row.toks.append(t)
                 row.lps.append(float(self.pending_lp[i]))
-        done = self._remove_finished()
+        done = self._remove_finished(store)
         if not self.rows:
             return done
         b = len(self.rows)
@@ -147,12 +233,17 @@ class DecodeBatch:
             elif len(row.toks) >= r.max_new_tokens:
                 row.finish = "length"
         self.pending, self.pending_lp = self._sample(self.rows, out.logits[:, -1, :])
-        return done + self._remove_finished()
+        return done + self._remove_finished(store)
 
-    def _remove_finished(self) -> list[tuple[Row, Generation]]:
+    def _remove_finished(self, store: PrefixStore | None = None) -> list[tuple[Row, Generation]]:
         keep = [i for i, r in enumerate(self.rows) if r.finish is None]
         if len(keep) == len(self.rows):
             return []
+        if store is not None:  # every recorded token has been fed: the cache holds prompt + toks
+            for i, r in enumerate(self.rows):
+                if r.finish is not None and r.alpha == 0 and r.prompt_ids:
+                    ids = (*r.prompt_ids, *r.toks)
+                    store.put(ids, self.row_kv(i, len(ids)))
         done = [(r, self._result(r)) for r in self.rows if r.finish is not None]
         self.rows = [self.rows[i] for i in keep]
         if not keep:
@@ -183,6 +274,7 @@ class DecodeBatch:
             finish_reason=row.finish,
             steer=row.request.steer,
             tokens=[self._decode([t]) for t in row.toks],
+            cached_prompt_tokens=row.cached,
         )
 
     @staticmethod

@@ -52,7 +52,8 @@ class Generation:
     ``i``'s own position and the axis direction, read by a hook during the generating forward passes
     (before any steering is added at that layer). Empty when no axis is loaded.
     ``logprobs[i]`` is the model's log-probability of token ``i`` (temperature 1, unsteered
-    sampling distribution aside).
+    sampling distribution aside). ``cached_prompt_tokens`` of the ``prompt_tokens`` were not recomputed:
+    their keys and values came from an earlier request that shared that prefix.
     """
 
     text: str
@@ -64,6 +65,7 @@ class Generation:
     finish_reason: FinishReason
     steer: float = 0.0
     tokens: list[str] = field(default_factory=list)
+    cached_prompt_tokens: int = 0
 
     @property
     def n_tokens(self) -> int:
