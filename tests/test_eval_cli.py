@@ -162,8 +162,8 @@ def test_progress_off_a_terminal_prints_one_line_per_item(capsys) -> None:
     with TaskProgress("humaneval") as progress:
         progress.start(3, done=1)
         progress.advance("single 1/1")
-        progress.advance("single 2/2")
+        progress.advance("single 2/2  " + "always-test 1/1  " * 10)
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "humaneval: 3 to run, 1 already done"
     assert err[1].startswith("humaneval 2/3 [0:0") and err[1].endswith("single 1/1")
-    assert err[2].startswith("humaneval 3/3") and len(err) == 3
+    assert err[2].startswith("humaneval 3/3") and len(err) == 3  # never wrapped

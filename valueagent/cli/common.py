@@ -115,4 +115,4 @@ class TaskProgress:
         elapsed = int(time.monotonic() - self._t0)
         total = "?" if self.total is None else self.total
         self.console.print(f"{self.description} {self.done}/{total} [{elapsed // 60}:{elapsed % 60:02d}] {status}",
-                           highlight=False)
+                           highlight=False, soft_wrap=True)  # one line per item, however long
