@@ -47,7 +47,10 @@ def _ids(values: list[str] | None) -> tuple[str, ...]:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True)
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log file: wide enough for the policy table
+        console.width = 160
+    return console
 
 
 def make_backend(model: str, axis: str | None, device: str | None, dtype: str | None) -> Any:
