@@ -323,3 +323,15 @@ def test_prefix_store_longest_common_prefix_and_eviction():
     assert store.lookup(list(range(25))) == (0, None)
     assert store.lookup([*range(100, 110), 7])[0] == 10
     assert store.hits == 3 and store.lookups == 5
+
+
+def test_nucleus_from_the_head_equals_the_full_sort():
+    from valueagent.decoding import _nucleus
+
+    gen = torch.Generator().manual_seed(0)
+    for scale, top_p in ((8.0, 0.95), (8.0, 0.5), (0.01, 0.95)):  # peaked, and flat (falls back to a full sort)
+        probs = torch.softmax(torch.randn(5000, generator=gen) * scale, dim=-1)
+        sp, si = probs.sort(descending=True)
+        keep = sp.cumsum(0) - sp < top_p
+        full = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
+        torch.testing.assert_close(_nucleus(probs, top_p, head=64), full / full.sum(), rtol=0, atol=0)

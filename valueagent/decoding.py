@@ -99,6 +99,17 @@ class PrefixStore:
         return best_n, [(k[:, :, :best_n], v[:, :, :best_n]) for k, v in self._rows[best_key]]
 
 
+def _nucleus(probs: torch.Tensor, top_p: float, head: int = 1024) -> torch.Tensor:
+    """``probs`` cut to the smallest most-likely set reaching ``top_p``, renormalised. The set almost always
+    lies in the ``head`` largest entries; sorting only those is far cheaper than sorting the vocabulary."""
+    sp, si = probs.topk(min(head, probs.numel()))
+    if float(sp.sum()) < top_p:  # a flat distribution: sort it all
+        sp, si = probs.sort(descending=True)
+    keep = sp.cumsum(0) - sp < top_p
+    out = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
+    return out / out.sum()
+
+
 def cache_of(out: Any) -> Any:
     """The KV cache in a model output (``cache`` in newer transformers, else ``past_key_values``)."""
     if "cache" in out:
@@ -290,9 +301,6 @@ class DecodeBatch:
                 continue
             probs = torch.softmax(cpu[i] / r.temperature, dim=-1)
             if r.top_p < 1.0:
-                sp, si = probs.sort(descending=True)
-                keep = sp.cumsum(0) - sp < r.top_p
-                probs = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
-                probs = probs / probs.sum()
+                probs = _nucleus(probs, r.top_p)
             out[i] = int(torch.multinomial(probs, 1, generator=row.gen))
         return out, logp.gather(1, out[:, None])[:, 0]

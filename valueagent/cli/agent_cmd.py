@@ -107,7 +107,7 @@ def run(
                     "--gate-config from `valueagent calibrate`", fg=typer.colors.YELLOW, err=True)
     budgets = Budgets(backtracks=max_backtracks, test_runs=max_test_runs, revisions=max_revisions,
                       tokens=max_tokens)
-    backend = load_backend_or_fail(model, axis, device, dtype)
+    backend = load_backend_or_fail(model, axis, device, dtype, max_batch=max(8, concurrency))
     meta["model"] = asdict(backend.info())
     if meta["model"]["axis"] is None:
         if steered := [n for n in names if POLICIES[n].steer]:

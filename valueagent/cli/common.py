@@ -31,9 +31,11 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def load_backend_or_fail(
-    model: str, axis: str | None, device: str | None, dtype: str | None, *, random_axis_ok: bool = False
+    model: str, axis: str | None, device: str | None, dtype: str | None, *, random_axis_ok: bool = False,
+    max_batch: int = 8,
 ):
-    """Load a backend; turn known configuration errors into clean CLI errors.
+    """Load a backend; turn known configuration errors into clean CLI errors. ``max_batch``: rows decoded
+    together (commands running C tasks at once pass ``max(8, C)`` so every task in flight can join).
 
     With ``random_axis_ok`` (benchmarks only), a model without an axis gets a seeded random direction
     so hook costs can be measured; it is labelled as such and never used as a value reading.
@@ -42,7 +44,7 @@ def load_backend_or_fail(
 
     axis_arg = None if axis in (None, "none", "") else axis
     try:
-        backend = load_backend(model, axis=axis_arg, device=device, dtype=dtype)
+        backend = load_backend(model, axis=axis_arg, device=device, dtype=dtype, max_batch=max_batch)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         fail(str(exc))
     if backend.axis is None and random_axis_ok:

@@ -53,11 +53,11 @@ def _console() -> Any:
     return console
 
 
-def make_backend(model: str, axis: str | None, device: str | None, dtype: str | None) -> Any:
+def make_backend(model: str, axis: str | None, device: str | None, dtype: str | None, max_batch: int = 8) -> Any:
     """The backend ``eval humaneval`` runs on (tests replace this function with a scripted fake)."""
     from valueagent.cli.common import load_backend_or_fail
 
-    return load_backend_or_fail(model, axis, device, dtype)
+    return load_backend_or_fail(model, axis, device, dtype, max_batch=max_batch)
 
 
 def make_sandbox(workers: int) -> Any:
@@ -115,7 +115,7 @@ def humaneval(
         select_tasks(settings.split, limit=limit, task_ids=settings.task_ids)  # fail before loading a model
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    backend = make_backend(model, axis, device, dtype)
+    backend = make_backend(model, axis, device, dtype, max(8, concurrency))
     try:
         outcome = asyncio.run(_run(settings, backend, make_sandbox(workers)))
     except (FileExistsError, ConfigMismatchError, ValueError) as exc:
