@@ -35,7 +35,7 @@ test-fast: setup
 # that produced the gate thresholds), ending with the policy table. DEMO_LIMIT=40 for the issue's 40.
 DEMO_LIMIT ?= 4
 demo: setup
-	$(VENV)/bin/valueagent eval humaneval --split eval --limit $(DEMO_LIMIT) --concurrency 8 \
+	$(VENV)/bin/valueagent eval humaneval --split eval --limit $(DEMO_LIMIT) --concurrency 16 \
 	    --policies single,always-test,value,logprob-gate \
 	    --gate-config evals/calibration/embedded-gate.json --output-dir runs/demo-$(DEMO_LIMIT) --resume
 

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-40}
-C=${2:-8}
+C=${2:-16}
 VA=${VA:-.venv/bin/valueagent}
 RUNS=${RUNS:-runs}
 
