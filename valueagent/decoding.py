@@ -213,8 +213,8 @@ class DecodeBatch:
 
     def row_kv(self, i: int, length: int) -> KV:
         """A copy of the last ``length`` cached positions of row ``i`` (its tokens: rows are right-aligned)."""
-        return [(k[i : i + 1, :, -length:].clone(), v[i : i + 1, :, -length:].clone())
-                for k, v in _pad_cache_left(self.cache, self.mask.shape[1])]
+        return [(layer.keys[i : i + 1, :, -length:].clone(), layer.values[i : i + 1, :, -length:].clone())
+                for layer in self.cache.layers]
 
     def step(self, store: PrefixStore | None = None) -> list[tuple[Row, Generation]]:
         """Record the pending tokens, feed them (reading their values), sample the next; return the
