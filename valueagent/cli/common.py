@@ -6,7 +6,8 @@ from typing import Any, NoReturn
 
 import typer
 
-MODEL_OPT = typer.Option("embedded", "--model", help="`embedded`, a Hugging Face model id, or a local directory.")
+MODEL_OPT = typer.Option("embedded", "--model", help="`embedded` (Qwen2.5-Coder-0.5B), `embedded-1.5b` (needs the "
+                         "coder-1-5b extra), a Hugging Face model id, or a local directory.")
 AXIS_OPT = typer.Option(
     "default", "--axis", help="Axis artifact path, `default` (the shipped axis for this model) or `none`."
 )
