@@ -146,3 +146,41 @@ async def test_fresh_revisions_resample_the_original_prompt() -> None:
     first, second = backend.requests
     assert second.messages == first.messages and second.temperature == 0.8
     assert out["used"]["revisions"] == 1 and "GOOD" in out["code"]
+
+
+async def test_backtrack_that_would_resample_the_same_text_is_skipped_when_asked() -> None:
+    """A low segment whose every token had p >= top_p would come back unchanged: with
+    ``skip_repeat_backtracks`` the gate continues instead of spending a backtrack on it; an uncertain
+    low segment still backtracks."""
+    from dataclasses import replace
+
+    certain = Step("    return BAD\n", LOW, [-0.001] * 4)
+    uncertain = Step("    return BAD\n", LOW, [-0.001, -0.9, -0.001, -0.001])
+    for low, skip, expected in [(certain, True, "continue"), (certain, False, "backtrack"),
+                                (uncertain, True, "backtrack")]:
+        backend = ScriptedBackend([seg("def f(x):\n"), low, seg("    return x + 1\n```", end=True)])
+        out = await run_agent(backend, gate=replace(GATE, skip_repeat_backtracks=skip))
+        second = out["trace"][1]
+        assert second["decision"] == expected, (skip, second)
+        assert ("would repeat the dropped text" in second["reason"]) == (expected == "continue")
+        assert out["used"]["backtracks"] == (expected == "backtrack")
+
+
+def test_resample_repeats_only_when_the_draw_is_certain() -> None:
+    from valueagent.agent.nodes import resample_repeats
+    from valueagent.agent.policies import SamplingSpec
+
+    def segs(*lps: float) -> list:
+        return [{"start": 0, "text": "x", "values": [0.0] * len(lps), "logprobs": list(lps),
+                 "finish_reason": "length", "score": None}]
+
+    nucleus = SamplingSpec(temperature=0.8, top_p=0.95)
+    assert resample_repeats(segs(-0.01, -0.05), nucleus)  # p >= 0.951 > top_p
+    assert not resample_repeats(segs(-0.01, -0.06), nucleus)  # p = 0.942 < top_p: another token may come
+    assert not resample_repeats(segs(), nucleus)
+    assert not resample_repeats(segs(-0.01), SamplingSpec(temperature=1.5, top_p=0.95))  # flattened
+    assert not resample_repeats(segs(-0.01), SamplingSpec(temperature=0.8, top_p=1.0))  # no nucleus cut
+    low_cut = SamplingSpec(temperature=0.8, top_p=0.4)
+    assert resample_repeats(segs(-0.01), low_cut) and not resample_repeats(segs(-0.8), low_cut)  # p 0.45: not argmax
+    greedy = SamplingSpec(temperature=0.0)
+    assert resample_repeats(segs(-0.6), greedy) and not resample_repeats(segs(-0.8), greedy)  # p 0.55 / 0.45

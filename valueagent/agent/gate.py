@@ -33,8 +33,11 @@ Verdict = Literal["continue", "backtrack", "run_tests", "accept"]
 class GateConfig:
     """Everything a gate needs, JSON-serializable (``to_dict`` / ``from_dict``) and saved by calibration.
 
-    Thresholds left ``None`` never fire. ``value_baseline`` is ``(a, b)`` of the position drift
-    ``a + b * log1p(pos)`` and ``value_scale`` the residual spread ``s``; the defaults leave values raw.
+    Thresholds left ``None`` never fire. ``skip_repeat_backtracks``: do not backtrack when resampling would
+    reproduce the dropped text token for token (every dropped token had probability >= the resample's
+    top_p); off by default, which is how the committed comparisons ran. ``value_baseline`` is ``(a, b)``
+    of the position drift ``a + b * log1p(pos)`` and ``value_scale`` the residual spread ``s``; the
+    defaults leave values raw.
     """
 
     signal: Signal = "value"
@@ -47,6 +50,7 @@ class GateConfig:
     weights: tuple[float, float, float] = (0.0, 1.0, 1.0)  # logistic: bias, value z, mean logprob
     rates: Mapping[str, float] = field(default_factory=lambda: {"backtrack": 0.0, "accept": 0.0})
     min_tokens: int = 4
+    skip_repeat_backtracks: bool = False  # see agent.nodes.resample_repeats
     seed: int = 0
     calibrated: bool = False
     notes: str = ""

