@@ -34,10 +34,10 @@ class GateConfig:
     """Everything a gate needs, JSON-serializable (``to_dict`` / ``from_dict``) and saved by calibration.
 
     Thresholds left ``None`` never fire. ``skip_repeat_backtracks``: do not backtrack when resampling would
-    reproduce the dropped text token for token (every dropped token had probability >= the resample's
-    top_p); off by default, which is how the committed comparisons ran. ``value_baseline`` is ``(a, b)``
-    of the position drift ``a + b * log1p(pos)`` and ``value_scale`` the residual spread ``s``; the
-    defaults leave values raw.
+    reproduce the dropped text token for token (every dropped token had probability above both 0.5 and
+    the resample's top_p, at temperature <= 1); off by default, which is how the committed comparisons ran.
+    ``value_baseline`` is ``(a, b)`` of the position drift ``a + b * log1p(pos)`` and ``value_scale`` the
+    residual spread ``s``; the defaults leave values raw.
     """
 
     signal: Signal = "value"
