@@ -8,7 +8,7 @@
    tasks/minute and pass@1.
 
 Model loading is timed separately and excluded. Results go to ``--out`` (JSON) and stdout.
-Usage: python benchmarks/bench_runner.py [--model embedded] [--tasks 8] [--concurrency 4] [--full]
+Usage: python benchmarks/bench_runner.py [--model embedded] [--quantize int8] [--tasks 8] [--concurrency 4] [--full]
        [--full-concurrency 8] [--skip-ratio] [--policy single] [--out benchmarks/results/runner.json]
 Long: on the embedded model on 2 cores, part 1 with 8 tasks takes ~5-10 min, part 2 ~20-40 min.
 """
@@ -64,9 +64,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from valueagent.sandbox import Sandbox
 
     t0 = time.perf_counter()
-    backend = load_backend_or_fail(args.model, args.axis, None, None)
+    backend = load_backend_or_fail(args.model, args.axis, None, None, quantize=args.quantize)
     report: dict[str, Any] = {
-        "model": backend.info().model_id, "load_s": round(time.perf_counter() - t0, 2),
+        "model": backend.info().model_id, "dtype": backend.info().dtype, "quantization": args.quantize,
+        "load_s": round(time.perf_counter() - t0, 2),
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -106,6 +107,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="embedded")
     p.add_argument("--axis", default="default")
+    p.add_argument("--quantize", default=None, choices=["int8"], help="Decode through int8 linear layers.")
     p.add_argument("--policy", default="single", help="Policy of the ratio part (the full pass is `single`).")
     p.add_argument("--tasks", type=int, default=8, help="Tasks in the ratio part.")
     p.add_argument("--concurrency", type=int, default=4)

@@ -71,8 +71,10 @@ class HFBackend:
         max_batch: int = 8,
         batch_window_s: float = 0.02,
         prefix_cache_mb: int = 1024,
+        quantization: str | None = None,
     ) -> None:
         self.model = model
+        self.quantization = quantization
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.revision = revision
@@ -109,6 +111,7 @@ class HFBackend:
             device=str(self._device),
             axis=self.axis_name,
             axis_layer=self.axis.layer if self.axis is not None else None,
+            quantization=self.quantization,
         )
 
     async def generate(self, request: GenerationRequest) -> Generation:
@@ -381,13 +384,15 @@ def load_backend(
     device: str | None = None,
     dtype: str | None = None,
     max_batch: int = 8,
+    quantize: str | None = None,
 ) -> HFBackend:
     """Load a model by spec and its value axis. ``axis``: ``"default"`` (the shipped axis for this
-    model, or none if there is none), a path to an axis artifact, or None for no axis."""
+    model, or none if there is none), a path to an axis artifact, or None for no axis. ``quantize``:
+    ``"int8"`` to decode through int8 linear layers on a CPU (see :func:`valueagent.loading.load_model`)."""
     from valueagent.axis.artifact import load_axis
     from valueagent.loading import load_model
 
-    loaded = load_model(model, device=device, dtype=dtype)
+    loaded = load_model(model, device=device, dtype=dtype, quantize=quantize)
     axis_obj, axis_name = None, None
     if axis == "default":
         path = default_axis_path(loaded.model_id)
@@ -403,4 +408,5 @@ def load_backend(
         axis=axis_obj,
         axis_name=axis_name,
         max_batch=max_batch,
+        quantization=loaded.quantization,
     )

@@ -92,6 +92,7 @@ class ModelInfo:
     device: str
     axis: str | None
     axis_layer: int | None
+    quantization: str | None = None  # "int8": decoding through int8 linear layers (valueagent.quant)
 
 
 @runtime_checkable

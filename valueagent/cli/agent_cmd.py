@@ -16,6 +16,7 @@ from valueagent.cli.common import (
     AXIS_OPT,
     DEVICE_OPT,
     DTYPE_OPT,
+    QUANTIZE_OPT,
     MAX_BACKTRACKS_OPT,
     MAX_REVISIONS_OPT,
     MAX_TEST_RUNS_OPT,
@@ -64,6 +65,7 @@ def run(
     axis: str = AXIS_OPT,
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
+    quantize: str | None = QUANTIZE_OPT,
     gate_config: Annotated[Path | None, typer.Option("--gate-config", help="File from `calibrate`.")] = None,
     split: Annotated[str, typer.Option("--split", help="eval, calibration or all.")] = "eval",
     task_ids: Annotated[str | None, typer.Option("--task-ids", help="Comma-separated task ids.")] = None,
@@ -107,7 +109,7 @@ def run(
                     "--gate-config from `valueagent calibrate`", fg=typer.colors.YELLOW, err=True)
     budgets = Budgets(backtracks=max_backtracks, test_runs=max_test_runs, revisions=max_revisions,
                       tokens=max_tokens)
-    backend = load_backend_or_fail(model, axis, device, dtype, max_batch=max(8, concurrency))
+    backend = load_backend_or_fail(model, axis, device, dtype, max_batch=max(8, concurrency), quantize=quantize)
     meta["model"] = asdict(backend.info())
     if meta["model"]["axis"] is None:
         if steered := [n for n in names if POLICIES[n].steer]:

@@ -15,6 +15,10 @@ DEVICE_OPT = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default
 DTYPE_OPT = typer.Option(
     None, "--dtype", help="float32, bfloat16 or float16 (default: bf16 on GPU and bf16-capable CPUs, else fp32)."
 )
+QUANTIZE_OPT = typer.Option(
+    None, "--quantize", help="int8: decode through int8 linear layers (CPU, ~2-3x faster decoding; "
+    "prompts stay float32; see valueagent.quant). Default: off."
+)
 
 # Budgets and pools shared by `run` and `eval humaneval` (the same defaults as agent.state.Budgets).
 MAX_BACKTRACKS_OPT = typer.Option(2, "--max-backtracks", min=0, help="Backtracks per task.")
@@ -33,7 +37,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def load_backend_or_fail(
     model: str, axis: str | None, device: str | None, dtype: str | None, *, random_axis_ok: bool = False,
-    max_batch: int = 8,
+    max_batch: int = 8, quantize: str | None = None,
 ):
     """Load a backend; turn known configuration errors into clean CLI errors. ``max_batch``: rows decoded
     together (commands running C tasks at once pass ``max(8, C)`` so every task in flight can join).
@@ -45,7 +49,8 @@ def load_backend_or_fail(
 
     axis_arg = None if axis in (None, "none", "") else axis
     try:
-        backend = load_backend(model, axis=axis_arg, device=device, dtype=dtype, max_batch=max_batch)
+        backend = load_backend(model, axis=axis_arg, device=device, dtype=dtype, max_batch=max_batch,
+                               quantize=quantize)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         fail(str(exc))
     if backend.axis is None and random_axis_ok:

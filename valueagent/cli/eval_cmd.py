@@ -14,6 +14,7 @@ from valueagent.cli.common import (
     AXIS_OPT,
     DEVICE_OPT,
     DTYPE_OPT,
+    QUANTIZE_OPT,
     MAX_BACKTRACKS_OPT,
     MAX_REVISIONS_OPT,
     MAX_TEST_RUNS_OPT,
@@ -53,11 +54,14 @@ def _console() -> Any:
     return console
 
 
-def make_backend(model: str, axis: str | None, device: str | None, dtype: str | None, max_batch: int = 8) -> Any:
+def make_backend(
+    model: str, axis: str | None, device: str | None, dtype: str | None, max_batch: int = 8,
+    quantize: str | None = None,
+) -> Any:
     """The backend ``eval humaneval`` runs on (tests replace this function with a scripted fake)."""
     from valueagent.cli.common import load_backend_or_fail
 
-    return load_backend_or_fail(model, axis, device, dtype, max_batch=max_batch)
+    return load_backend_or_fail(model, axis, device, dtype, max_batch=max_batch, quantize=quantize)
 
 
 def make_sandbox(workers: int) -> Any:
@@ -75,6 +79,7 @@ def humaneval(
     axis: str = AXIS_OPT,
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
+    quantize: str | None = QUANTIZE_OPT,
     gate_config: Annotated[Path | None, typer.Option("--gate-config", help="From `valueagent calibrate`.")] = None,
     split: Annotated[str, typer.Option("--split", help="eval (default), calibration or all.")] = "eval",
     task_ids: Annotated[list[str] | None, typer.Option("--task-ids", help="Task ids (comma-separated or "
@@ -115,7 +120,7 @@ def humaneval(
         select_tasks(settings.split, limit=limit, task_ids=settings.task_ids)  # fail before loading a model
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    backend = make_backend(model, axis, device, dtype, max(8, concurrency))
+    backend = make_backend(model, axis, device, dtype, max(8, concurrency), quantize)
     try:
         outcome = asyncio.run(_run(settings, backend, make_sandbox(workers)))
     except (FileExistsError, ConfigMismatchError, ValueError) as exc:

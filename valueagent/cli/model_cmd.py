@@ -8,7 +8,15 @@ from dataclasses import asdict
 
 import typer
 
-from valueagent.cli.common import AXIS_OPT, DEVICE_OPT, DTYPE_OPT, MODEL_OPT, fail, load_backend_or_fail
+from valueagent.cli.common import (
+    AXIS_OPT,
+    DEVICE_OPT,
+    DTYPE_OPT,
+    MODEL_OPT,
+    QUANTIZE_OPT,
+    fail,
+    load_backend_or_fail,
+)
 
 model_app = typer.Typer(help="Inspect the model.", no_args_is_help=True)
 
@@ -30,10 +38,11 @@ def info(
     axis: str = AXIS_OPT,
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
+    quantize: str | None = QUANTIZE_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Model id, layers, hidden size, dtype, device and the value axis in use."""
-    backend = load_backend_or_fail(model, axis, device, dtype)
+    backend = load_backend_or_fail(model, axis, device, dtype, quantize=quantize)
     data = asdict(backend.info())
     if as_json:
         typer.echo(json.dumps(data))
@@ -50,6 +59,7 @@ def generate(
     axis: str = AXIS_OPT,
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
+    quantize: str | None = QUANTIZE_OPT,
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
     steer: float = typer.Option(0.0, "--steer", help="Steering as a fraction of the mean residual norm."),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0),
@@ -60,7 +70,7 @@ def generate(
     """Generate text and show the value reading of every generated token."""
     from valueagent.generation import GenerationRequest
 
-    backend = load_backend_or_fail(model, axis, device, dtype)
+    backend = load_backend_or_fail(model, axis, device, dtype, quantize=quantize)
     if steer != 0 and backend.axis is None:
         fail("--steer needs a value axis, and none is loaded for this model: pass --axis PATH")
     req = GenerationRequest(
@@ -105,6 +115,7 @@ def bench(
     axis: str = AXIS_OPT,
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
+    quantize: str | None = QUANTIZE_OPT,
     tokens: int = typer.Option(64, "--tokens", min=8, help="Tokens decoded per measurement."),
     repeats: int = typer.Option(3, "--repeats", min=1, help="Interleaved repeats; medians are reported."),
     as_json: bool = typer.Option(False, "--json"),
@@ -112,7 +123,7 @@ def bench(
     """Decode throughput: plain, reading values, reading + steering, and 1 vs 4 concurrent requests."""
     from valueagent.benchmark import run_bench
 
-    backend = load_backend_or_fail(model, axis, device, dtype, random_axis_ok=True)
+    backend = load_backend_or_fail(model, axis, device, dtype, random_axis_ok=True, quantize=quantize)
     report = run_bench(backend, tokens=tokens, repeats=repeats, progress=lambda m: print(m, file=sys.stderr))
     backend.close()
     if as_json:

@@ -20,7 +20,8 @@ from valueagent.stats import wilson
 __all__ = ["COMPARE_SCHEMA", "NoOverlapError", "compare_runs", "config_differences"]
 
 COMPARE_SCHEMA = "valueagent-compare/1"
-_CONFIG_KEYS = (("model", "model_id"), ("model", "revision"), ("model", "dtype"), ("axis", "sha256"),
+_CONFIG_KEYS = (("model", "model_id"), ("model", "revision"), ("model", "dtype"), ("model", "quantization"),
+                ("axis", "sha256"),
                 ("dataset", "hash"), ("seeds", "seed"), ("git", "commit"))
 
 

