@@ -43,7 +43,8 @@ def _teacher_forced(model: Any, ids: list[torch.Tensor], layer: int, direction: 
         for x in ids:
             o = model(input_ids=x, output_hidden_states=True)
             h = o.hidden_states[layer][0, 1:]  # position 0 is an outlier: left out as everywhere
-            out.append((torch.log_softmax(o.logits[0].float(), -1), torch.cosine_similarity(h, direction[None], dim=-1)))
+            logp = torch.log_softmax(o.logits[0].float(), -1)
+            out.append((logp, torch.cosine_similarity(h, direction[None], dim=-1)))
     return out
 
 
@@ -69,8 +70,9 @@ def greedy(plain: Any, int8: Any, prompts: list[torch.Tensor], tokens: int) -> d
     shared, total, identical = 0, 0, 0
     with torch.inference_mode():
         for x in prompts:
-            outs = [m.generate(input_ids=x, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)[0, x.shape[1]:]
+            outs = [m.generate(input_ids=x, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)[0]
                     for m in (plain, int8)]
+            outs = [o[x.shape[1]:] for o in outs]
             same = (outs[0] == outs[1]).long()
             first_diff = int(same.argmin()) if not bool(same.all()) else len(same)
             shared, total, identical = shared + first_diff, total + len(same), identical + int(bool(same.all()))

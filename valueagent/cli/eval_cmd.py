@@ -14,12 +14,12 @@ from valueagent.cli.common import (
     AXIS_OPT,
     DEVICE_OPT,
     DTYPE_OPT,
-    QUANTIZE_OPT,
     MAX_BACKTRACKS_OPT,
     MAX_REVISIONS_OPT,
     MAX_TEST_RUNS_OPT,
     MAX_TOKENS_OPT,
     MODEL_OPT,
+    QUANTIZE_OPT,
     WORKERS_OPT,
     fail,
 )
