@@ -166,3 +166,17 @@ def test_resume_refuses_to_mix_float_and_int8_results() -> None:
     check_resume(run, {"model": {"model_id": "m", "dtype": "float32", "quantization": None}})
     with pytest.raises(ConfigMismatchError, match=r"model\.quantization: None \(run\) vs 'int8' \(now\)"):
         check_resume(run, {"model": {"model_id": "m", "dtype": "float32", "quantization": "int8"}})
+
+
+def test_backend_benchmark_names_the_precision_it_measured(tiny_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    from valueagent.benchmark import run_bench
+
+    model = build_tiny_qwen3()
+    quantize_int8(model)
+    backend = make_backend(model, tiny_tokenizer, quantization="int8")
+    try:
+        report = run_bench(backend, tokens=8, repeats=1)
+    finally:
+        backend.close()
+    assert (report["dtype"], report["quantization"]) == ("float32", "int8")
+    assert report["plain_tok_s"] > 0 and report["read_tok_s"] > 0

@@ -81,6 +81,7 @@ def run_bench(
     return {
         "model_id": info.model_id,
         "dtype": info.dtype,
+        "quantization": info.quantization,
         "device": info.device,
         "axis": backend.axis_name,
         "layer": axis.layer,
