@@ -85,6 +85,11 @@ def test_quantize_replaces_every_linear_and_keeps_the_model_close() -> None:
     assert (a - b).abs().max() < 0.02 * a.abs().max()
 
 
+def test_a_single_input_feature_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 2 input features"):
+        Int8Linear(torch.nn.Linear(1, 4))
+
+
 def test_quantize_refuses_a_model_off_the_cpu() -> None:
     model = build_tiny_qwen3().to("meta")
     with pytest.raises(ValueError, match="CPU kernels only"):

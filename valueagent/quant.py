@@ -46,6 +46,8 @@ class Int8Linear(torch.nn.Module):
         super().__init__()
         w = linear.weight.detach().float()
         self.in_features, self.out_features = int(w.shape[1]), int(w.shape[0])
+        if self.in_features < 2:
+            raise ValueError(f"Int8Linear needs at least 2 input features for its anchor row, got {self.in_features}")
         scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
         with warnings.catch_warnings():
             # Quantized tensors are deprecated in torch, but they are the only way to fbgemm's int8
@@ -87,7 +89,8 @@ def quantize_int8(model: Any) -> int:
     """Replace every ``nn.Linear`` of ``model`` (the output projection included) by an :class:`Int8Linear`.
 
     CPU only, inference only; returns the number of layers replaced. The embedding table stays float (it
-    is read one row per token); a tied output projection gets its own int8 copy.
+    is read one row per token); a tied output projection gets its own int8 copy. The float weights stay
+    too (prompts use them), so memory grows by a quarter of the float32 linear weights.
     """
     device = next(model.parameters()).device
     if device.type != "cpu":
