@@ -139,6 +139,15 @@ def test_load_model_quantizes_on_request_and_records_it(tiny_dir: Path) -> None:
     assert load_model(str(tiny_dir), device="cpu").quantization is None
 
 
+def test_int8_loads_in_float32_where_bf16_would_be_the_default(tiny_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from valueagent import loading
+
+    monkeypatch.setattr(loading, "cpu_has_fast_bf16", lambda: True)
+    assert loading.default_dtype("cpu") == "bfloat16"
+    loaded = loading.load_model(str(tiny_dir), device="cpu", quantize="int8")
+    assert (loaded.quantization, loaded.dtype) == ("int8", "float32")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -120,7 +120,8 @@ def load_model(
     a CPU whose decoding is bound by reading weights; prompts still run in float (:mod:`valueagent.quant`).
     """
     resolved_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, resolved_device)
+    # int8 decoding computes around float32 weights, whatever this device's default dtype would be.
+    torch_dtype = resolve_dtype(dtype or ("float32" if quantize else None), resolved_device)
     _check_quantize(quantize, resolved_device, torch_dtype)
     local = Path(spec).expanduser()
     source: Path | str
