@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -335,3 +337,42 @@ def test_nucleus_from_the_head_equals_the_full_sort():
         keep = sp.cumsum(0) - sp < top_p
         full = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
         torch.testing.assert_close(_nucleus(probs, top_p, head=64), full / full.sum(), rtol=0, atol=0)
+
+
+_POOL_SCRIPT = """
+import os, sys, torch
+from valueagent.cpu_kernels import release_openmp_pool
+torch.set_num_threads(2)
+x = torch.randn(2_000_000)
+x.add(1.0)  # a parallel region: this thread's OpenMP pool now holds a second thread
+before = len(os.listdir("/proc/self/task"))
+released = release_openmp_pool()
+after = len(os.listdir("/proc/self/task"))
+again = torch.equal(x.mul(2.0), x + x)  # parallel work still runs (on a new pool), exactly
+print(released, before, after, again)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the OpenMP runtime is found in /proc/self/maps")
+def test_release_openmp_pool_frees_the_calling_threads_pool_threads():
+    # A fresh process: the test runner's own threads must not blur the count.
+    out = subprocess.run([sys.executable, "-c", _POOL_SCRIPT], capture_output=True, text=True, timeout=120, check=True)
+    released, before, after, again = out.stdout.split()
+    assert released == "True"
+    assert int(after) == int(before) - 1  # the pool's one helper thread is gone
+    assert again == "True"
+
+
+def test_backend_releases_the_starting_threads_pool_once(tiny_model, tiny_tokenizer, monkeypatch):
+    import valueagent.backend as backend_mod
+
+    calls = []
+    real = backend_mod.release_openmp_pool
+    monkeypatch.setattr(backend_mod, "release_openmp_pool", lambda: calls.append(1) or real())
+    backend = make_backend(tiny_model, tiny_tokenizer)
+    try:
+        for _ in range(2):
+            backend.generate_sync(GenerationRequest(messages=MSGS, max_new_tokens=2))
+    finally:
+        backend.close()
+    assert calls == [1]  # when the worker started, not per request

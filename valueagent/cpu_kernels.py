@@ -1,4 +1,4 @@
-"""A CPU decode fix: few-row linear layers computed as ``W @ x.T``.
+"""CPU decode fixes: few-row linear layers computed as ``W @ x.T``; one OpenMP thread pool per process.
 
 While decoding, every linear layer multiplies a handful of rows (one per request in the batch) by a
 large weight. On CPU BLAS the usual ``x @ W.T`` picks a kernel that is slow for 2-16 rows: on this
@@ -10,11 +10,15 @@ one (``benchmarks/bench_backend.py``). Results are the same products, summed in 
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import types
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
 
 # Above this many rows (prefill) the default kernel is the fast one.
 SMALL_ROWS = 16
@@ -41,3 +45,37 @@ def use_few_row_linear(model: Any) -> int:
             module.forward = types.MethodType(_few_row_forward, module)
             n += 1
     return n
+
+
+_OPENMP_RUNTIMES = ("libgomp", "libomp", "libiomp")
+_OMP_PAUSE_SOFT = 1
+
+
+def release_openmp_pool() -> bool:
+    """Free the OpenMP thread pool of the calling thread; True when a runtime was found and released it.
+
+    The backend runs the model in its own worker thread. OpenMP keeps one pool per thread that ever ran
+    parallel work, so after loading a model in the main thread a process holds two pools; with more
+    pool threads than cores, libgomp cuts its threads' spin-wait to almost nothing, and every parallel
+    region then pays to wake a sleeping thread. On this project's 2-core machine a decode step in the
+    worker took 0.10 s instead of 0.06 s until the loading thread's pool was released
+    (``benchmarks/bench_threads.py``). A thread that runs parallel work again gets a
+    new pool, at the cost of creating it. Linux only (the runtime is found in ``/proc/self/maps``).
+    """
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            paths = {line.split()[-1] for line in maps if any(name in line for name in _OPENMP_RUNTIMES)}
+    except OSError:
+        return False
+    released = False
+    for path in sorted(paths):
+        try:
+            pause = ctypes.CDLL(path).omp_pause_resource_all
+        except (OSError, AttributeError):
+            continue
+        pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
+        if pause(_OMP_PAUSE_SOFT) == 0:
+            released = True
+        else:
+            log.debug("omp_pause_resource_all failed in %s", path)
+    return released
