@@ -55,12 +55,13 @@ def release_openmp_pool() -> bool:
     """Free the OpenMP thread pool of the calling thread; True when a runtime was found and released it.
 
     The backend runs the model in its own worker thread. OpenMP keeps one pool per thread that ever ran
-    parallel work, so after loading a model in the main thread a process holds two pools; with more
-    pool threads than cores, libgomp cuts its threads' spin-wait to almost nothing, and every parallel
-    region then pays to wake a sleeping thread. On this project's 2-core machine a decode step in the
-    worker took 0.10 s instead of 0.06 s until the loading thread's pool was released
-    (``benchmarks/bench_threads.py``). A thread that runs parallel work again gets a
-    new pool, at the cost of creating it. Linux only (the runtime is found in ``/proc/self/maps``).
+    parallel work, so after loading a model in the main thread a process holds two pools; with more pool
+    threads than cores, libgomp shortens its threads' spin-waits and every parallel region pays to wake a
+    sleeping thread (the likely cause; the slowdown is what was measured). On this project's 2-core
+    machine an int8 decode step in a worker thread took 1.4-1.6x the loading thread's time until that
+    thread's pool was released, then 0.9-1.0x (``benchmarks/bench_threads.py``). A thread that runs
+    parallel work again gets a new pool, at the cost of creating it. Linux only (the runtime is found in
+    ``/proc/self/maps``); elsewhere this returns False and changes nothing.
     """
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
