@@ -11,7 +11,7 @@ import pytest
 
 from tests.eval_helpers import informative_records, outcomes, record, write_run
 from valueagent.eval.reading import calibration, fit_logistic, oof_probabilities, reading_quality
-from valueagent.eval.records import final_reading, load_results, parse_record
+from valueagent.eval.records import RunResults, final_reading, load_results, parse_record, repeated_backtracks
 from valueagent.eval.summary import holm, paired_comparison, summarize, summarize_run
 from valueagent.stats import mcnemar_exact
 
@@ -125,3 +125,36 @@ def test_policy_order_matches_the_agent() -> None:
 
     assert POLICY_ORDER == POLICY_NAMES
     assert policy_order(["zeta", "value", "single", "alpha"]) == ["single", "value", "alpha", "zeta"]
+
+
+def _seg(text: str, kind: str = "segment") -> dict[str, Any]:
+    return {"role": "assistant", "content": text, "kind": kind, "attempt": 0}
+
+
+def test_repeated_backtracks_counts_resamples_that_rewrite_the_dropped_text() -> None:
+    prompt = {"role": "user", "content": "write f", "kind": "prompt", "attempt": 0}
+    transcript = [
+        prompt, _seg("def f("), _seg("x):", "segment"), _seg("x):", "backtrack"),  # dropped "x):"
+        _seg("x"), _seg("): return"),  # rewritten across two segments: a repeat
+        _seg("): return", "backtrack"), _seg(") -> int:"),  # a different resample: not a repeat
+        _seg(" 1", "backtrack"), {"role": "user", "content": "tests failed", "kind": "feedback", "attempt": 0},
+        _seg(" 1"),  # after another kind of entry: that backtrack wrote nothing of its own
+    ]
+    assert repeated_backtracks(transcript) == 1
+    assert repeated_backtracks([]) == 0
+    rec = parse_record({"task_id": "T/0", "policy": "value", "passed": False, "backtracks": 3,
+                        "transcript": transcript})
+    assert (rec.backtracks, rec.repeated_backtracks) == (3, 1)
+    summary = summarize(RunResults(by_policy={"value": {"T/0": rec}}), n_boot=10)
+    assert summary["policies"]["value"]["backtracks_total"] == 3
+    assert summary["policies"]["value"]["backtracks_repeated"] == 1
+
+
+def test_committed_comparison_reproduces_the_quoted_repeat_counts() -> None:
+    # evals/humaneval/comparison-80/README.md: "68 of value's 82 backtracks resampled exactly the text they
+    # dropped (logprob-gate 3 of 59, random-gate 26 of 50, value+logprob 4 of 59)".
+    run = Path(__file__).resolve().parents[1] / "evals" / "humaneval" / "comparison-80"
+    stats = summarize(load_results(run), n_boot=10)["policies"]
+    got = {p: (stats[p]["backtracks_repeated"], stats[p]["backtracks_total"])
+           for p in ("value", "logprob-gate", "random-gate", "value+logprob")}
+    assert got == {"value": (68, 82), "logprob-gate": (3, 59), "random-gate": (26, 50), "value+logprob": (4, 59)}

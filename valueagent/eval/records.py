@@ -50,6 +50,7 @@ class TaskRecord:
     passed: bool
     test_runs: int = 0
     backtracks: int = 0
+    repeated_backtracks: int = 0  # see repeated_backtracks()
     revisions: int = 0
     tokens: int = 0
     wall_s: float = 0.0
@@ -73,6 +74,23 @@ def final_reading(trace: Sequence[Mapping[str, Any]], key: str = "value_norm") -
     return None
 
 
+def repeated_backtracks(transcript: Sequence[Mapping[str, Any]]) -> int:
+    """Backtracks whose resample wrote the dropped text again: the segments right after a ``backtrack``
+    entry (which holds the dropped text) start with that text. Such a backtrack cost tokens and changed
+    nothing; it happens where the gate flags text the model is certain of, which sampling redraws."""
+    repeats = 0
+    for i, entry in enumerate(transcript):
+        if not isinstance(entry, Mapping) or entry.get("kind") != "backtrack":
+            continue
+        after = []
+        for nxt in transcript[i + 1 :]:
+            if not isinstance(nxt, Mapping) or nxt.get("kind") != "segment":
+                break
+            after.append(str(nxt.get("content") or ""))
+        repeats += "".join(after).startswith(str(entry.get("content") or ""))
+    return repeats
+
+
 def _num(rec: Mapping[str, Any], key: str, default: float = 0) -> float:
     x = rec.get(key)
     if x is None and isinstance(rec.get("used"), Mapping):
@@ -92,6 +110,7 @@ def parse_record(rec: Mapping[str, Any]) -> TaskRecord:
         passed=bool(rec["passed"]),
         test_runs=int(_num(rec, "test_runs")),
         backtracks=int(_num(rec, "backtracks")),
+        repeated_backtracks=repeated_backtracks(rec.get("transcript") or ()),
         revisions=int(_num(rec, "revisions")),
         tokens=int(_num(rec, "tokens")),
         wall_s=float(_num(rec, "wall_s")),

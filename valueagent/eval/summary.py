@@ -53,6 +53,8 @@ def policy_stats(records: Sequence[TaskRecord]) -> dict[str, Any]:
         "tokens_mean": _mean([r.tokens for r in records]),
         "wall_s_mean": _mean([r.wall_s for r in records]),
         "backtracks_mean": _mean([r.backtracks for r in records]),
+        "backtracks_total": sum(r.backtracks for r in records),
+        "backtracks_repeated": sum(r.repeated_backtracks for r in records),
         "revisions_mean": _mean([r.revisions for r in records]),
         "errors": sum(r.error is not None for r in records),
     }

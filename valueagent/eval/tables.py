@@ -31,17 +31,23 @@ def _p(p: float | None) -> str:
     return "-" if p is None else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
 
 
+def _repeated(s: Mapping[str, Any]) -> str:
+    """Backtracks that resampled the dropped text, of all backtracks (``-`` in summaries that predate it)."""
+    total, rep = s.get("backtracks_total"), s.get("backtracks_repeated")
+    return "-" if total is None or rep is None else f"{rep}/{total}"
+
+
 def policy_table(summary: Mapping[str, Any]) -> Table:
     """One row per policy: pass@1 (%, Wilson 95% CI) and mean costs."""
     head = ["policy", "n", "pass@1 % [95% CI]", "test runs", "untested %", "tokens", "wall s", "backtracks",
-            "revisions"]
+            "repeated", "revisions"]
     rows = []
     for name, s in summary["policies"].items():
         untested = s.get("untested_frac")
         rows.append([
             name, str(s["n"]), _pct(s["pass@1"]), _num(s["test_runs_mean"]),
             "-" if untested is None else f"{100 * untested:.0f}", _num(s["tokens_mean"], 0),
-            _num(s["wall_s_mean"], 1), _num(s["backtracks_mean"]), _num(s["revisions_mean"]),
+            _num(s["wall_s_mean"], 1), _num(s["backtracks_mean"]), _repeated(s), _num(s["revisions_mean"]),
         ])
     return head, rows
 
