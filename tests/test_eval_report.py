@@ -68,3 +68,17 @@ def test_cli_eval_report(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert (run_dir / "report.md").is_file()
     assert '"schema": "valueagent-eval-summary/1"' in res.stdout
+
+
+def test_rewriting_a_report_keeps_what_only_the_run_knew(tmp_path: Path) -> None:
+    run_dir = _run(tmp_path)
+    first = write_run_outputs(run_dir, n_boot=100, extra={"runner_errors": {"HumanEval/3": "boom"},
+                                                          "selected_tasks": 31})
+    assert first["runner_errors"] == {"HumanEval/3": "boom"}
+    res = CliRunner().invoke(app, ["eval", "report", str(run_dir), "--n-boot", "100"])
+    assert res.exit_code == 0, res.output
+    again = json.loads((run_dir / "summary.json").read_text())
+    assert again["runner_errors"] == {"HumanEval/3": "boom"} and again["selected_tasks"] == 31
+    assert "HumanEval/3" in (run_dir / "report.md").read_text()  # the report still lists the error
+    fresh = write_run_outputs(run_dir, n_boot=100, extra={"runner_errors": {}})  # a new run's word wins
+    assert fresh["runner_errors"] == {} and fresh["selected_tasks"] == 31

@@ -14,7 +14,7 @@ from typing import Any
 
 from valueagent.eval.plots import write_plots
 from valueagent.eval.records import RunResults, load_results
-from valueagent.eval.summary import summarize, write_summary
+from valueagent.eval.summary import SUMMARY_FILE, summarize, write_summary
 from valueagent.eval.tables import markdown, paired_table, policy_table, reading_table
 
 __all__ = ["REPORT_FILE", "SAMPLES_FILE", "render_report", "write_report", "write_run_outputs", "write_samples"]
@@ -109,18 +109,34 @@ def write_report(
     return path
 
 
+RUN_ONLY_KEYS = ("runner_errors", "selected_tasks")
+"""Summary entries written by the run (``eval humaneval``) that results.jsonl cannot give back."""
+
+
+def _old_summary(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
 def write_run_outputs(
     run_dir: str | Path, *, reference: str = "value", n_boot: int = 10_000, seed: int = 0,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """From ``results.jsonl`` (and ``config.json`` if present): summary.json, samples.jsonl, report + plots.
 
-    ``extra`` entries are added to the summary (e.g. the runner's per-task errors).
+    ``extra`` entries are added to the summary (e.g. the runner's per-task errors). Entries that only the
+    run itself knows (``RUN_ONLY_KEYS``) are kept from an existing ``summary.json`` unless ``extra`` gives
+    them anew, so rewriting a finished run's report loses nothing.
     """
     from valueagent.eval.config import read_config
 
     run = load_results(run_dir)
-    summary = {**summarize(run, reference=reference, n_boot=n_boot, seed=seed), **(extra or {})}
+    kept = {k: v for k, v in _old_summary(run_dir).items() if k in RUN_ONLY_KEYS}
+    summary = {**summarize(run, reference=reference, n_boot=n_boot, seed=seed), **kept, **(extra or {})}
     write_summary(run_dir, summary)
     write_samples(run, run_dir)
     write_report(run, summary, run_dir, read_config(run_dir))
