@@ -142,6 +142,7 @@ def test_repeated_backtracks_counts_resamples_that_rewrite_the_dropped_text() ->
     ]
     assert repeated_backtracks(transcript) == 1
     assert repeated_backtracks([]) == 0
+    assert repeated_backtracks([prompt, _seg("", "backtrack"), _seg("x")]) == 0  # nothing dropped, nothing repeated
     rec = parse_record({"task_id": "T/0", "policy": "value", "passed": False, "backtracks": 3,
                         "transcript": transcript})
     assert (rec.backtracks, rec.repeated_backtracks) == (3, 1)

@@ -188,10 +188,10 @@ class DecodeBatch:
             row.cached = n
             self._merge([row], out, mask, pos[:, -1:])
         if fresh:
-            ids, mask = left_pad([p for _, p in fresh], self.pad, self.device)
+            padded, mask = left_pad([p for _, p in fresh], self.pad, self.device)
             pos = (mask.cumsum(-1) - 1).clamp_min(0)
             fresh_rows = [r for r, _ in fresh]
-            self._merge(fresh_rows, self._run(fresh_rows, ids, mask, pos, None), mask, pos[:, -1:])
+            self._merge(fresh_rows, self._run(fresh_rows, padded, mask, pos, None), mask, pos[:, -1:])
 
     def _merge(self, rows: list[Row], out: Any, mask: torch.Tensor, last: torch.Tensor) -> None:
         """Sample the first tokens of freshly prefilled ``rows`` and join their cache to the batch's."""

@@ -87,7 +87,8 @@ def repeated_backtracks(transcript: Sequence[Mapping[str, Any]]) -> int:
             if not isinstance(nxt, Mapping) or nxt.get("kind") != "segment":
                 break
             after.append(str(nxt.get("content") or ""))
-        repeats += "".join(after).startswith(str(entry.get("content") or ""))
+        dropped = str(entry.get("content") or "")
+        repeats += bool(dropped) and "".join(after).startswith(dropped)
     return repeats
 
 
