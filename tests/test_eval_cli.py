@@ -167,3 +167,19 @@ def test_progress_off_a_terminal_prints_one_line_per_item(capsys) -> None:
     assert err[0] == "humaneval: 3 to run, 1 already done"
     assert err[1].startswith("humaneval 2/3 [0:0") and err[1].endswith("single 1/1")
     assert err[2].startswith("humaneval 3/3") and len(err) == 3  # never wrapped
+    assert "left]" in err[1] and "left" not in err[2]  # an estimate while items remain, none at the end
+
+
+def test_progress_estimates_time_left_from_this_runs_own_rate(monkeypatch, capsys) -> None:
+    import time
+
+    from valueagent.cli.common import TaskProgress
+
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    with TaskProgress("humaneval") as progress:
+        progress.start(10, done=6)  # six from an earlier run: they took no time in this one
+        now[0] += 60.0
+        progress.advance("a")  # 1 item in 60 s, 3 left
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith("humaneval 7/10 [1:00, ~3:00 left]"), line

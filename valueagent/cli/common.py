@@ -72,6 +72,11 @@ def load_backend_or_fail(
     return backend
 
 
+def _mmss(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 60}:{s % 60:02d}"
+
+
 class TaskProgress:
     """Progress of a long run on stderr: a live bar on a terminal, one line per finished item otherwise
     (so a run in the background, with stderr in a log file, still shows how far it got)."""
@@ -86,15 +91,24 @@ class TaskProgress:
         self.total: int | None = None
         self.done = 0
         self._t0 = time.monotonic()
+        self._first = 0  # items done when this run started
         self._bar: Any = None
         self._task: Any = None
 
     def __enter__(self) -> TaskProgress:
         if self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=self.console)
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=self.console)
             self._bar.__enter__()
             self._task = self._bar.add_task(self.description, total=None, status="loading")
         return self
@@ -105,7 +119,7 @@ class TaskProgress:
 
     def start(self, total: int, done: int = 0) -> None:
         """The number of items, and how many a previous run already finished."""
-        self.total, self.done = total, done
+        self.total, self.done, self._first = total, done, done
         status = f"{done} already done" if done else ""
         if self._bar is not None:
             self._bar.update(self._task, total=total, completed=done, status=status)
@@ -120,7 +134,15 @@ class TaskProgress:
         if self._bar is not None:
             self._bar.update(self._task, advance=1, status=status)
             return
-        elapsed = int(time.monotonic() - self._t0)
+        elapsed = time.monotonic() - self._t0
         total = "?" if self.total is None else self.total
-        self.console.print(f"{self.description} {self.done}/{total} [{elapsed // 60}:{elapsed % 60:02d}] {status}",
+        clock = f"{_mmss(elapsed)}" + (f", ~{_mmss(eta)} left" if (eta := self._eta(elapsed)) is not None else "")
+        self.console.print(f"{self.description} {self.done}/{total} [{clock}] {status}",
                            highlight=False, soft_wrap=True)  # one line per item, however long
+
+    def _eta(self, elapsed: float) -> float | None:
+        """Time left at this run's own rate (items a previous run finished do not count toward it)."""
+        if self.total is None:
+            return None
+        ran = self.done - self._first
+        return elapsed / ran * (self.total - self.done) if ran > 0 and self.done < self.total else None
