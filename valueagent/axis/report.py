@@ -39,6 +39,12 @@ def plot_layers(report: dict[str, Any], path: str | Path) -> Path:
         "test_code_win_rate": ("test_code_random_win_rate_oriented_mean", None),
     }
     for ax, (metric, title) in zip(axes, panels, strict=True):
+        if metric.startswith("rollout") and all(r.get(metric) is None for rows in est.values() for r in rows):
+            ax.set_title(title, fontsize=10)
+            ax.text(0.5, 0.5, "no own rollouts in this build (--samples 0)", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9, color="tab:gray")
+            ax.set_yticks([])
+            continue
         for name, rows in est.items():
             ys = [r.get(metric) for r in rows]
             ax.plot(layers, [float("nan") if y is None else y for y in ys], marker="o", ms=3, label=name)
