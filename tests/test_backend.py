@@ -376,3 +376,26 @@ def test_backend_releases_the_starting_threads_pool_once(tiny_model, tiny_tokeni
     finally:
         backend.close()
     assert calls == [1]  # when the worker started, not per request
+
+
+def test_residual_norm_is_measured_by_the_worker_once_it_runs(tiny_model, tiny_tokenizer):
+    """An axis without a stored norm is measured on first use. Once the worker decodes, the caller's
+    thread must not run a forward beside it (the worker's hook may sit on the same layer): the worker
+    measures between its steps, and the figure is the one measured without a worker."""
+    import threading
+
+    axis = make_axis(tiny_model, layer=1)
+    assert axis.residual_norm_mean is None
+    alone = make_backend(tiny_model, tiny_tokenizer, axis=axis).residual_norm
+
+    backend = make_backend(tiny_model, tiny_tokenizer, axis=axis)
+    backend.generate_sync(GenerationRequest(messages=MSGS, max_new_tokens=2))  # the worker now runs
+    threads: list[str] = []
+    handle = tiny_model.register_forward_pre_hook(lambda m, a: threads.append(threading.current_thread().name))
+    try:
+        norm = backend.residual_norm
+    finally:
+        handle.remove()
+        backend.close()
+    assert norm == pytest.approx(alone, rel=1e-6)
+    assert threads and set(threads) == {"valueagent-backend"}

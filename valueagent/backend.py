@@ -45,7 +45,7 @@ def steer_alpha(fraction: float, residual_norm: float) -> float:
 
 @dataclass
 class _Job:
-    kind: str  # "generate" | "score"
+    kind: str  # "generate" | "score" | "norm"
     future: cf.Future[Any]
     request: GenerationRequest | None = None
     messages: tuple[Message, ...] | None = None
@@ -134,9 +134,21 @@ class HFBackend:
         if self.axis is None:
             raise RuntimeError("no value axis is loaded: steering and residual norms need one (--axis PATH)")
         if self._residual_norm is None:
-            with self._lock, torch.inference_mode():
-                self._residual_norm = self._measure_norm(self.axis.layer)
+            worker = self._worker
+            if worker is not None and worker is not threading.current_thread():
+                # The worker owns the model while it decodes (its hook may sit on this very layer):
+                # measure between its steps, not beside them.
+                self._submit(_Job("norm", cf.Future())).result()
+            else:
+                self._measure_norm_once()
+        assert self._residual_norm is not None
         return self._residual_norm
+
+    def _measure_norm_once(self) -> None:
+        assert self.axis is not None
+        with self._lock, torch.inference_mode():
+            if self._residual_norm is None:
+                self._residual_norm = self._measure_norm(self.axis.layer)
 
     async def aclose(self) -> None:
         self.close()
@@ -201,6 +213,12 @@ class HFBackend:
             jobs, shutdown = self._take(block=idle)
             for job in jobs:
                 if not job.future.set_running_or_notify_cancel():
+                    continue
+                if job.kind == "norm":
+                    try:
+                        job.future.set_result(self.residual_norm)
+                    except Exception as exc:
+                        job.future.set_exception(exc)
                     continue
                 (backlog if job.kind == "generate" else self._scores).append(job)
             if shutdown:
