@@ -16,6 +16,7 @@ from valueagent.agent.calibrate import (
     fit_logistic,
     fit_position_baseline,
     load_gate_configs,
+    reading_of_records,
     save_calibration,
     trajectory_score,
 )
@@ -134,3 +135,16 @@ def test_calibration_without_a_safe_threshold_always_tests() -> None:
     samples = [Sample(task_id=f"x/{i}", passed=i % 2 == 0, values=[0.1] * 20, logprobs=[-1.0] * 20) for i in range(30)]
     doc = calibrate(samples, risk=0.1)
     assert doc["policies"]["value"]["accept_above"] is None
+
+
+def test_calibration_records_one_reading_and_refuses_mixed_ones() -> None:
+    """Thresholds are in the units of one axis on one model: drafts of two readings cannot share them."""
+    def rec(model_id: str, sha: str | None) -> dict[str, object]:
+        return {"task_id": "t/1", "meta": {"model": {"model_id": model_id, "revision": "r", "axis": "a",
+                                                     "axis_layer": 5, "axis_sha256": sha}}}
+
+    same = reading_of_records([rec("m", "abc"), rec("m", "abc"), {"task_id": "t/2"}])
+    assert same == {"model_id": "m", "revision": "r", "axis": "a", "axis_layer": 5, "axis_sha256": "abc"}
+    assert reading_of_records([{"task_id": "t/1"}]) is None
+    with pytest.raises(ValueError, match="different models or axes"):
+        reading_of_records([rec("m", "abc"), rec("m", "def")])

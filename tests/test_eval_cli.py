@@ -127,6 +127,13 @@ def test_gate_config_must_be_disjoint_and_normalizes_every_policy(tmp_path: Path
     cal.write_text(json.dumps(doc))
     res = _eval(tmp_path / "run2", "--gate-config", str(cal))
     assert res.exit_code == 2 and "disjoint" in res.output
+    # thresholds read on another axis of the same model are in other units: refused, nothing written
+    doc["task_ids"] = ["HumanEval/1"]
+    doc["reading"] = {"model_id": "fake/scripted", "axis_layer": 7, "axis_sha256": None}
+    cal.write_text(json.dumps(doc))
+    res = _eval(tmp_path / "run3", "--gate-config", str(cal))
+    assert res.exit_code == 2 and "another reading" in res.output and "axis_layer 7" in res.output
+    assert not (tmp_path / "run3" / "results.jsonl").exists()
 
 
 def test_eval_humaneval_on_tiny_qwen3_and_real_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

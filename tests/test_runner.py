@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +93,8 @@ def test_cli_run_and_calibrate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in TASKS))
     monkeypatch.setattr(agent_cmd, "load_backend_or_fail", lambda *a, **k: ScriptedBackend(_script))
-    fake = types.ModuleType("valueagent.sandbox")
-    fake.Sandbox = lambda workers=4: ScriptedSandbox()  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "valueagent.sandbox", fake)
+    # The real package stays importable (its submodules too); only its Sandbox is scripted.
+    monkeypatch.setattr("valueagent.sandbox.Sandbox", lambda workers=4: ScriptedSandbox())
     runner = CliRunner()
     out = tmp_path / "run"
     res = runner.invoke(app, ["run", str(tasks), "--policy", "single,value", "--output-dir", str(out),
@@ -116,6 +113,15 @@ def test_cli_run_and_calibrate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     res = runner.invoke(app, ["run", str(tasks), "--policy", "value", "--gate-config", str(gate),
                               "--output-dir", str(tmp_path / "r2")])
     assert res.exit_code != 0 and "calibration" in res.output  # calibration tasks are refused
+    assert doc["reading"]["model_id"] == "fake/scripted" and doc["reading"]["axis_layer"] == 1
+    others = tmp_path / "others.jsonl"
+    others.write_text("".join(json.dumps({**t.to_dict(), "task_id": "o/" + t.task_id}) + "\n" for t in TASKS))
+    doc["reading"]["model_id"] = "other/model"  # thresholds measured on another model's reading
+    gate.write_text(json.dumps(doc))
+    res = runner.invoke(app, ["run", str(others), "--policy", "value", "--gate-config", str(gate),
+                              "--output-dir", str(tmp_path / "r3")])
+    assert res.exit_code != 0 and "calibrated on another reading" in res.output and "other/model" in res.output
+    assert not (tmp_path / "r3").exists()
     res = runner.invoke(app, ["run", str(tasks), "--policy", "nope"])
     assert res.exit_code != 0 and "unknown policy" in res.output
 

@@ -113,6 +113,7 @@ class HFBackend:
             axis=self.axis_name,
             axis_layer=self.axis.layer if self.axis is not None else None,
             quantization=self.quantization,
+            axis_sha256=self.axis.sha256 if self.axis is not None else None,
         )
 
     async def generate(self, request: GenerationRequest) -> Generation:

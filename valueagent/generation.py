@@ -93,6 +93,7 @@ class ModelInfo:
     axis: str | None
     axis_layer: int | None
     quantization: str | None = None  # "int8": decoding through int8 linear layers (valueagent.quant)
+    axis_sha256: str | None = None  # the axis artifact's content hash: what a gate calibration is tied to
 
 
 @runtime_checkable

@@ -178,8 +178,10 @@ def calibrate(
     fit_fraction: float = 0.5,
     seed: int = 0,
     source: Mapping[str, Any] | None = None,
+    reading: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fit every gated policy's config; returns the JSON document :func:`save_calibration` writes."""
+    """Fit every gated policy's config; returns the JSON document :func:`save_calibration` writes.
+    ``reading`` (:func:`reading_of_records`) records the model and axis the drafts were read with."""
     fit_part, thr_part = split_samples(samples, fit_fraction)
     (a, b), s = fit_position_baseline(fit_part)
     base = GateConfig(value_baseline=(a, b), value_scale=s, seed=seed)
@@ -210,6 +212,7 @@ def calibrate(
         "logistic_weights": list(weights),
         "task_ids": sorted(x.task_id for x in samples),
         "source": dict(source or {}),
+        "reading": dict(reading) if reading else None,
         "policies": policies,
         "report": report,
     }
@@ -226,6 +229,45 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return float(x) if isinstance(x, np.floating) else str(x)
+
+
+READING_KEYS = ("model_id", "axis_layer", "axis_sha256")
+
+
+def reading_of(model: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What a gate's thresholds are measured in: the model and the axis its readings came from
+    (``model`` is a :class:`~valueagent.generation.ModelInfo` as a dict, or a record's ``meta.model``)."""
+    if not model:
+        return None
+    return {k: model.get(k) for k in ("model_id", "revision", "axis", "axis_layer", "axis_sha256")}
+
+
+def reading_of_records(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The one reading of a set of runner records; a ValueError if they mix models or axes."""
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in records:
+        reading = reading_of((r.get("meta") or {}).get("model"))
+        if reading is not None:
+            seen.setdefault(tuple(reading[k] for k in READING_KEYS), reading)
+    if len(seen) > 1:
+        kinds = "; ".join(f"{m} (axis layer {layer}, sha256 {str(h)[:12]})" for m, layer, h in seen)
+        raise ValueError(f"these results come from different models or axes ({kinds}): calibrate each "
+                         "reading on its own results")
+    return next(iter(seen.values()), None)
+
+
+def check_gate_reading(document: Mapping[str, Any], model: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse thresholds calibrated on another model's or axis's reading: value thresholds are in the units
+    of one axis on one model. Files without a recorded reading (older ones) are not checked."""
+    cal, now = document.get("reading"), reading_of(model)
+    if not cal or now is None:
+        return
+    diffs = [f"{k} {cal.get(k)!r} (calibrated) vs {now.get(k)!r} (loaded)" for k in READING_KEYS
+             if cal.get(k) is not None and now.get(k) is not None and cal.get(k) != now.get(k)]
+    if diffs:
+        raise ValueError(f"{path} was calibrated on another reading: {'; '.join(diffs)}. Calibrate this model "
+                         "and axis on its own drafts (`valueagent run humaneval --split calibration --policy "
+                         "single ...` then `valueagent calibrate`), or load the model and axis it was made for")
 
 
 def load_gate_configs(path: str | Path) -> tuple[dict[str, GateConfig], dict[str, Any]]:

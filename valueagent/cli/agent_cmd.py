@@ -82,7 +82,7 @@ def run(
     workers: int = WORKERS_OPT,
 ) -> None:
     """Run agent policies over tasks; one JSON line per (task, policy) in DIR/results.jsonl."""
-    from valueagent.agent.calibrate import load_gate_configs
+    from valueagent.agent.calibrate import check_gate_reading, load_gate_configs
     from valueagent.agent.policies import POLICIES
     from valueagent.agent.state import Budgets
     from valueagent.runner import RunConfig
@@ -111,6 +111,11 @@ def run(
                       tokens=max_tokens)
     backend = load_backend_or_fail(model, axis, device, dtype, max_batch=max(8, concurrency), quantize=quantize)
     meta["model"] = asdict(backend.info())
+    if gate_config is not None:
+        try:
+            check_gate_reading(document, meta["model"], gate_config)
+        except ValueError as exc:
+            fail(str(exc))
     if meta["model"]["axis"] is None:
         if steered := [n for n in names if POLICIES[n].steer]:
             fail(f"{steered} steer along the value axis, and none is loaded: pass --axis PATH")
@@ -167,17 +172,21 @@ def calibrate_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random-gate control.")] = 0,
 ) -> None:
     """Fit gate thresholds (value, logprob, value+logprob, random rates) on calibration results."""
-    from valueagent.agent.calibrate import calibrate, samples_from_records, save_calibration
+    from valueagent.agent.calibrate import calibrate, reading_of_records, samples_from_records, save_calibration
     from valueagent.runner import read_results
 
     records = [r for path in results for r in read_results(path.parent if path.is_file() else path)]
     samples = samples_from_records(records)
+    try:
+        reading = reading_of_records(records)
+    except ValueError as exc:
+        fail(str(exc))
     if len(samples) < 2:
         fail(f"found {len(samples)} usable records in {[str(p) for p in results]}; run "
              "`valueagent run humaneval --split calibration --policy single` first")
     source = {"results": [str(p) for p in results], "command": " ".join(sys.argv)}
     doc = calibrate(samples, risk=risk, backtrack_rate=backtrack_rate, segment_tokens=segment_tokens,
-                    seed=seed, source=source)
+                    seed=seed, source=source, reading=reading)
     save_calibration(doc, output)
     typer.echo(json.dumps({"output": str(output), "n": len(samples), "report": doc["report"]}, indent=2))
 

@@ -14,7 +14,7 @@ same way, so the value reading is comparable across policies.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,17 +85,20 @@ def select_tasks(split: SplitName, *, limit: int | None = None, task_ids: Sequen
 
 
 def gate_configs_for(
-    policies: Sequence[str], path: Path | None, tasks: Sequence[Task]
+    policies: Sequence[str], path: Path | None, tasks: Sequence[Task], model: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per-policy gate configs from a calibration file, and a record of that file for ``config.json``.
 
-    Refuses a file calibrated on any of ``tasks`` (the guarantees need disjoint tasks).
+    Refuses a file calibrated on any of ``tasks`` (the guarantees need disjoint tasks), or on another
+    model's or axis's reading than ``model`` (a ``ModelInfo`` as a dict).
     """
     if path is None:
         return {}, {"path": None, "calibrated": False}
-    from valueagent.agent.calibrate import load_gate_configs
+    from valueagent.agent.calibrate import check_gate_reading, load_gate_configs
 
     configs, doc = load_gate_configs(path)
+    if model is not None:
+        check_gate_reading(doc, model, path)
     overlap = sorted(set(doc.get("task_ids", ())) & {t.task_id for t in tasks})
     if overlap:
         raise ValueError(f"{len(overlap)} evaluated tasks were used to calibrate {path} (e.g. {overlap[0]}); "
@@ -151,7 +154,10 @@ async def run_humaneval(
     if results.is_file() and results.stat().st_size and not settings.resume:
         raise FileExistsError(f"{results} already has results: pass --resume to continue that run, or "
                               "choose another --output-dir")
-    configs, gate_meta = gate_configs_for(settings.policies, settings.gate_config, tasks)
+    info = backend.info() if hasattr(backend, "info") else None
+    configs, gate_meta = gate_configs_for(settings.policies, settings.gate_config, tasks,
+                                          model=asdict(info) if is_dataclass(info) and not isinstance(info, type)
+                                          else None)
     segment_tokens = int(gate_meta.get("segment_tokens") or settings.segment_tokens)
     split = settings.split if not settings.task_ids else f"{settings.split} (selected ids)"
     config = build_config(settings={**settings.describe(), "segment_tokens": segment_tokens}, backend=backend,
