@@ -151,11 +151,17 @@ def test_repeated_backtracks_counts_resamples_that_rewrite_the_dropped_text() ->
     assert summary["policies"]["value"]["backtracks_repeated"] == 1
 
 
-def test_committed_comparison_reproduces_the_quoted_repeat_counts() -> None:
+@pytest.mark.parametrize(("run_name", "quoted"), [
     # evals/humaneval/comparison-80/README.md: "68 of value's 82 backtracks resampled exactly the text they
     # dropped (logprob-gate 3 of 59, random-gate 26 of 50, value+logprob 4 of 59)".
-    run = Path(__file__).resolve().parents[1] / "evals" / "humaneval" / "comparison-80"
+    ("comparison-80", {"value": (68, 82), "logprob-gate": (3, 59), "random-gate": (26, 50),
+                       "value+logprob": (4, 59)}),
+    # evals/humaneval/comparison-124/README.md and the README: 126 of 155, 7 of 121, 54 of 96, 9 of 131.
+    ("comparison-124", {"value": (126, 155), "logprob-gate": (7, 121), "random-gate": (54, 96),
+                        "value+logprob": (9, 131)}),
+])
+def test_committed_comparison_reproduces_the_quoted_repeat_counts(run_name: str, quoted: dict) -> None:
+    run = Path(__file__).resolve().parents[1] / "evals" / "humaneval" / run_name
     stats = summarize(load_results(run), n_boot=10)["policies"]
-    got = {p: (stats[p]["backtracks_repeated"], stats[p]["backtracks_total"])
-           for p in ("value", "logprob-gate", "random-gate", "value+logprob")}
-    assert got == {"value": (68, 82), "logprob-gate": (3, 59), "random-gate": (26, 50), "value+logprob": (4, 59)}
+    got = {p: (stats[p]["backtracks_repeated"], stats[p]["backtracks_total"]) for p in quoted}
+    assert got == quoted
