@@ -14,7 +14,7 @@ same way, so the value reading is comparable across policies.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -154,10 +154,8 @@ async def run_humaneval(
     if results.is_file() and results.stat().st_size and not settings.resume:
         raise FileExistsError(f"{results} already has results: pass --resume to continue that run, or "
                               "choose another --output-dir")
-    info = backend.info() if hasattr(backend, "info") else None
     configs, gate_meta = gate_configs_for(settings.policies, settings.gate_config, tasks,
-                                          model=asdict(info) if is_dataclass(info) and not isinstance(info, type)
-                                          else None)
+                                          model=asdict(backend.info()))
     segment_tokens = int(gate_meta.get("segment_tokens") or settings.segment_tokens)
     split = settings.split if not settings.task_ids else f"{settings.split} (selected ids)"
     config = build_config(settings={**settings.describe(), "segment_tokens": segment_tokens}, backend=backend,
