@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
+
+from typing_extensions import TypedDict  # pydantic (LangGraph's JSON schemas) refuses typing.TypedDict before 3.12
 
 from valueagent.agent.gate import GateConfig, scorer, signals_of
 from valueagent.agent.settings import emit

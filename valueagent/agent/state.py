@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
+
+from typing_extensions import TypedDict  # pydantic (LangGraph's JSON schemas) refuses typing.TypedDict before 3.12
 
 Decision = Literal["continue", "backtrack", "run_tests", "accept", "revise", "stop"]
 """What was decided: keep writing, resample from the last high point, check with the visible tests,
