@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from valueagent.cli import checks
 from valueagent.cli.common import (
     ANSWER_TOKENS_OPT,
     AXIS_OPT,
@@ -32,14 +33,10 @@ _OUT = Path("runs/latest")
 
 def load_tasks(source: str, *, split: str, limit: int | None, task_ids: str | None) -> tuple[Any, ...]:
     """Tasks from ``humaneval`` (a split) or a HumanEval-schema JSONL file, filtered and truncated."""
-    from valueagent.tasks import humaneval_split, load_jsonl
+    from valueagent.tasks import humaneval_split
 
-    if source == "humaneval":
-        tasks = humaneval_split(split)  # type: ignore[arg-type]
-    elif Path(source).is_file():
-        tasks = load_jsonl(source)
-    else:
-        fail(f"no task file {source!r}: give a HumanEval-schema .jsonl file or `humaneval`")
+    name = checks.split(split)
+    tasks = humaneval_split(name) if source == "humaneval" else checks.task_file(source)
     if task_ids:
         wanted = [t.strip() for t in task_ids.split(",") if t.strip()]
         known = {t.task_id for t in tasks}
@@ -82,7 +79,7 @@ def run(
     workers: int = WORKERS_OPT,
 ) -> None:
     """Run agent policies over tasks; one JSON line per (task, policy) in DIR/results.jsonl."""
-    from valueagent.agent.calibrate import check_gate_reading, load_gate_configs
+    from valueagent.agent.calibrate import check_gate_reading
     from valueagent.agent.policies import POLICIES
     from valueagent.agent.state import Budgets
     from valueagent.runner import RunConfig
@@ -92,11 +89,10 @@ def run(
     configs: dict[str, Any] = {}
     segment_tokens = 32
     meta: dict[str, Any] = {"tasks": tasks, "split": split if tasks == "humaneval" else None}
-    if gate_config is not None:
-        try:
-            configs, document = load_gate_configs(gate_config)
-        except (OSError, ValueError) as exc:
-            fail(str(exc))
+    checks.axis(axis)
+    checks.output_dir(output_dir, resume=resume)
+    if (loaded := checks.gate_config(gate_config)) is not None:
+        configs, document = loaded
         segment_tokens = int(document.get("segment_tokens", segment_tokens))
         meta["gate_config"] = {"path": str(gate_config), "created": document.get("created")}
         overlap = set(document.get("task_ids", ())) & {t.task_id for t in task_list}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import traceback
 from typing import Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import Abort, Exit, TyperException
 
 MODEL_OPT = typer.Option("embedded", "--model", help="`embedded` (Qwen2.5-Coder-0.5B), `embedded-1.5b` (needs the "
                          "coder-1-5b extra), a Hugging Face model id, or a local directory.")
@@ -29,10 +33,45 @@ ANSWER_TOKENS_OPT = typer.Option(512, "--answer-tokens", min=1, help="Longest an
 WORKERS_OPT = typer.Option(4, "--workers", min=1, help="Sandbox worker processes.")
 
 
+_DEBUG = {"on": False}
+
+
+def set_debug(on: bool) -> None:
+    """``--debug``: errors also print the traceback of the exception behind them."""
+    _DEBUG["on"] = on
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line (multi-line library messages included)."""
+    return " ".join(str(text).split())
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print an error that says how to fix it and exit with a usage-error code."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    """Print an error that says how to fix it, on one line, and exit with a usage-error code.
+
+    Called while handling an exception, ``--debug`` prints that exception's traceback first.
+    """
+    if _DEBUG["on"] and sys.exc_info()[1] is not None:
+        traceback.print_exc()
+    typer.secho(f"error: {one_line(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+class OneLineErrors(TyperGroup):
+    """The root command group: an unexpected exception ends in one line (exit 1), its traceback only under
+    ``--debug``. Input errors never get here: they are checked first and end in :func:`fail` (exit 2)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (Exit, Abort, TyperException):
+            raise
+        except Exception as exc:
+            if _DEBUG["on"]:
+                raise
+            typer.secho(f"error: {type(exc).__name__}: {one_line(exc)} (unexpected: rerun with --debug for the "
+                        "traceback, and report it)", fg=typer.colors.RED, err=True)
+            raise Exit(1) from None
 
 
 def load_backend_or_fail(

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from valueagent.cli import checks
 from valueagent.cli.common import (
     ANSWER_TOKENS_OPT,
     AXIS_OPT,
@@ -106,10 +107,8 @@ def humaneval(
     from valueagent.eval.humaneval import HumanEvalSettings, select_tasks
     from valueagent.eval.humaneval import fail_under as below
 
-    if split not in ("eval", "calibration", "all"):
-        fail(f"--split must be eval, calibration or all, got {split!r}")
     settings = HumanEvalSettings(
-        policies=_policies(policies), output_dir=output_dir, split=split, limit=limit,  # type: ignore[arg-type]
+        policies=_policies(policies), output_dir=output_dir, split=checks.split(split), limit=limit,
         task_ids=_ids(task_ids), concurrency=concurrency, seed=seed, resume=resume, model=model,
         axis=None if axis in ("none", "") else axis, gate_config=gate_config, answer_tokens=answer_tokens,
         n_boot=n_boot,
@@ -120,6 +119,9 @@ def humaneval(
         select_tasks(settings.split, limit=limit, task_ids=settings.task_ids)  # fail before loading a model
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    checks.axis(axis)
+    checks.gate_config(gate_config)
+    checks.output_dir(output_dir, resume=resume)
     backend = make_backend(model, axis, device, dtype, max(8, concurrency), quantize)
     try:
         outcome = asyncio.run(_run(settings, backend, make_sandbox(workers)))

@@ -6,12 +6,14 @@ import typer
 
 from valueagent import __version__
 from valueagent.cli import agent_cmd, axis_cmd, eval_cmd, model_cmd, sandbox_cmd
+from valueagent.cli.common import OneLineErrors, set_debug
 
 app = typer.Typer(
     name="valueagent",
     help="Read a model's value axis during generation, steer along it, and gate a coding agent on it.",
     no_args_is_help=True,
     add_completion=False,
+    cls=OneLineErrors,
 )
 
 
@@ -24,8 +26,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback behind an error."),
 ) -> None:
     """valueagent command line."""
+    set_debug(debug)
 
 
 model_cmd.register(app)

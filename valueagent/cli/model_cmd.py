@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 import typer
 
+from valueagent.cli import checks
 from valueagent.cli.common import (
     AXIS_OPT,
     DEVICE_OPT,
@@ -42,6 +43,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Model id, layers, hidden size, dtype, device and the value axis in use."""
+    checks.axis(axis)
     backend = load_backend_or_fail(model, axis, device, dtype, quantize=quantize)
     data = asdict(backend.info())
     if as_json:
@@ -61,7 +63,8 @@ def generate(
     dtype: str | None = DTYPE_OPT,
     quantize: str | None = QUANTIZE_OPT,
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
-    steer: float = typer.Option(0.0, "--steer", help="Steering as a fraction of the mean residual norm."),
+    steer: float = typer.Option(0.0, "--steer", help="Steering as a fraction of the mean residual norm "
+                                "(0.168 = 16.8%; at most ±1)."),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0),
     seed: int = typer.Option(0, "--seed"),
     raw: bool = typer.Option(False, "--raw", help="Treat PROMPT as raw text, not a chat message."),
@@ -70,6 +73,8 @@ def generate(
     """Generate text and show the value reading of every generated token."""
     from valueagent.generation import GenerationRequest
 
+    checks.steer(steer)
+    checks.axis(axis)
     backend = load_backend_or_fail(model, axis, device, dtype, quantize=quantize)
     if steer != 0 and backend.axis is None:
         fail("--steer needs a value axis, and none is loaded for this model: pass --axis PATH")

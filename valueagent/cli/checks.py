@@ -1,0 +1,112 @@
+"""Checks of a command's inputs, made before any model loads.
+
+Each check returns the parsed input or ends the command with one line naming the input and the fix
+(:func:`~valueagent.cli.common.fail`: exit code 2; ``--debug`` adds the traceback). None of them writes
+anything, so a refused command leaves every file as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
+
+from valueagent.cli.common import fail
+
+if TYPE_CHECKING:
+    from valueagent.tasks import SplitName, Task
+
+STEER_LIMIT = 1.0
+"""Largest ``|--steer|``: the fraction of the mean residual norm added along the axis. The shipped
+comparisons use 0.168; past 1 the added vector outweighs the model's own state and the text degrades."""
+
+
+def split(name: str) -> SplitName:
+    """A HumanEval split name (``--split``)."""
+    from valueagent.tasks import SplitName
+
+    choices: tuple[str, ...] = get_args(SplitName)
+    if name not in choices:
+        fail(f"--split {name!r} is not a split: use {', '.join(choices)}")
+    return name  # type: ignore[return-value]
+
+
+def task_file(source: str) -> tuple[Task, ...]:
+    """The tasks of a HumanEval-schema JSONL file; a bad line is named with its number and what is wrong."""
+    from valueagent.tasks import TaskFormatError, load_jsonl
+
+    path = Path(source)
+    if not path.is_file():
+        fail(f"no task file {source!r}: give a HumanEval-schema .jsonl file or `humaneval`")
+    try:
+        tasks = load_jsonl(path)
+    except TaskFormatError as exc:
+        fail(f"{exc} (fix that line of the task file)")
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        fail(f"cannot read task file {source}: {exc}; give a UTF-8 HumanEval-schema .jsonl (or .jsonl.gz) file")
+    if not tasks:
+        fail(f"task file {source} has no tasks: write one JSON task per line (task_id, prompt, entry_point, test)")
+    return tasks
+
+
+def axis(value: str | None) -> None:
+    """``--axis``: ``default``, ``none`` or a readable value-axis file (its shape is checked once loaded)."""
+    if value in (None, "", "none", "default"):
+        return
+    from valueagent.axis.artifact import load_axis
+
+    hint = "pass a file from `valueagent axis build`, `default` (the shipped axis) or `none`"
+    path = Path(value)
+    if not path.is_file():
+        fail(f"--axis {value}: no such file; {hint}")
+    try:
+        load_axis(path)
+    except ValueError as exc:  # load_axis's own messages name the file and the fix
+        fail(f"--axis {value}: {exc}")
+    except Exception as exc:  # safetensors' errors are not ValueErrors (e.g. "header too large")
+        fail(f"--axis {value} is not a value axis file ({type(exc).__name__}: {exc}); {hint}")
+
+
+def gate_config(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``--gate-config``: the per-policy gate configs and the document of a calibration file, or None."""
+    if path is None:
+        return None
+    from valueagent.agent.calibrate import load_gate_configs
+
+    hint = "pass a file made by `valueagent calibrate`"
+    if not path.is_file():
+        fail(f"--gate-config {path}: no such file; {hint}")
+    try:
+        return load_gate_configs(path)
+    except json.JSONDecodeError as exc:
+        fail(f"--gate-config {path} is not JSON ({exc}); {hint}")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"--gate-config {path} cannot be read ({exc}); {hint}")
+    except ValueError as exc:
+        fail(f"--gate-config {exc}")
+    except (AttributeError, KeyError, TypeError) as exc:
+        fail(f"--gate-config {path} is not a complete calibration file ({type(exc).__name__}: {exc}); {hint}")
+
+
+def output_dir(path: Path, *, resume: bool) -> None:
+    """``--output-dir``: a directory (or none yet) whose earlier results a run without ``--resume`` keeps."""
+    from valueagent.eval.records import RESULTS_FILE
+
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            fail(f"--output-dir {path}: {p} is a file, not a directory; choose another --output-dir")
+    results = path / RESULTS_FILE
+    if results.is_file() and results.stat().st_size and not resume:
+        fail(f"--output-dir {path} already has results ({results}): pass --resume to continue that run, "
+             "or choose another --output-dir")
+
+
+def steer(value: float) -> float:
+    """``--steer``: a finite fraction of the mean residual norm within ``±STEER_LIMIT``."""
+    if not math.isfinite(value):
+        fail(f"--steer {value} is not a finite number: give a fraction of the residual norm, e.g. 0.1")
+    if abs(value) > STEER_LIMIT:
+        fail(f"--steer {value:g} is beyond ±{STEER_LIMIT:g}: it is a fraction of the mean residual norm "
+             "(0.168 = 16.8%, as in the shipped comparisons); past 1 it drowns the model's own state")
+    return value
