@@ -15,7 +15,7 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from valueagent.decoding import DecodeBatch, PrefixStore, Row, left_pad
 from valueagent.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
 from valueagent.hooks import AxisHook, attached
 from valueagent.layers import num_layers
+
+if TYPE_CHECKING:
+    from valueagent.serve.client import HTTPBackend
 
 log = logging.getLogger(__name__)
 
@@ -414,12 +417,19 @@ def load_backend(
     dtype: str | None = None,
     max_batch: int = 8,
     quantize: str | None = None,
-) -> HFBackend:
+) -> HFBackend | HTTPBackend:
     """Load a model by spec and its value axis. ``axis``: ``"default"`` (the shipped axis for this
     model, or none if there is none), a path to an axis artifact, or None for no axis. ``quantize``:
-    ``"int8"`` to decode through int8 linear layers on a CPU (see :func:`valueagent.loading.load_model`)."""
+    ``"int8"`` to decode through int8 linear layers on a CPU (see :func:`valueagent.loading.load_model`).
+    A spec ``http://HOST:PORT`` (or https) connects to a ``valueagent serve`` server instead
+    (:class:`valueagent.serve.client.HTTPBackend`; the server's model, axis and dtype apply)."""
     from valueagent.axis.artifact import load_axis
     from valueagent.loading import load_model
+
+    if model.startswith(("http://", "https://")):
+        from valueagent.serve.client import connect_backend
+
+        return connect_backend(model, axis=axis, device=device, dtype=dtype, quantize=quantize)
 
     loaded = load_model(model, device=device, dtype=dtype, quantize=quantize)
     axis_obj, axis_name = None, None

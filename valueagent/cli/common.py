@@ -11,7 +11,8 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
 MODEL_OPT = typer.Option("embedded", "--model", help="`embedded` (Qwen2.5-Coder-0.5B), `embedded-1.5b` (needs the "
-                         "coder-1-5b extra), a Hugging Face model id, or a local directory.")
+                         "coder-1-5b extra), a Hugging Face model id, a local directory, or http://HOST:PORT "
+                         "(a `valueagent serve` server).")
 AXIS_OPT = typer.Option(
     "default", "--axis", help="Axis artifact path, `default` (the shipped axis for this model) or `none`."
 )

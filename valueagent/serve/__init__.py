@@ -14,6 +14,8 @@ _EXPORTS: dict[str, str] = {
     "serve": "valueagent.serve.launch",
     "running": "valueagent.serve.launch",
     "check_bind": "valueagent.serve.launch",
+    "HTTPBackend": "valueagent.serve.client",
+    "connect_backend": "valueagent.serve.client",
 }
 
 __all__ = sorted(_EXPORTS)
