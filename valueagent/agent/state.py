@@ -58,7 +58,8 @@ class Budgets:
                 raise ValueError(f"budget {name} must be >= 0, got {value}")
 
     def as_dict(self) -> BudgetDict:
-        return BudgetDict(**asdict(self))  # type: ignore[typeddict-item]
+        return BudgetDict(backtracks=self.backtracks, test_runs=self.test_runs, revisions=self.revisions,
+                          tokens=self.tokens)
 
 
 class Sampling(TypedDict):

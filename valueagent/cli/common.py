@@ -78,7 +78,7 @@ class OneLineErrors(TyperGroup):
 def load_backend_or_fail(
     model: str, axis: str | None, device: str | None, dtype: str | None, *, random_axis_ok: bool = False,
     max_batch: int = 8, quantize: str | None = None,
-):
+) -> Any:  # what valueagent.backend.load_backend returns (in-process or HTTP backend)
     """Load a backend; turn known configuration errors into clean CLI errors. ``max_batch``: rows decoded
     together (commands running C tasks at once pass ``max(8, C)`` so every task in flight can join).
 

@@ -128,9 +128,8 @@ def write_plots(run: RunResults, summary: Mapping[str, Any], out_dir: str | Path
     if summary["policies"]:
         written["frontier"] = plot_frontier(summary, out / "frontier.png")
     if policy is not None:
-        for name, fn in (("value_traces", lambda p: plot_value_traces(run, policy, p)),
-                         ("calibration", lambda p: plot_calibration(summary, policy, p))):
-            got = fn(out / f"{name}.png")
+        for name, got in (("value_traces", plot_value_traces(run, policy, out / "value_traces.png")),
+                          ("calibration", plot_calibration(summary, policy, out / "calibration.png"))):
             if got is not None:
                 written[name] = got
     return written

@@ -130,6 +130,8 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise BaselineError(f"no baseline at {p}; make one with `valueagent eval baseline --run DIR --out {p}`")
     data = json.loads(p.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise BaselineError(f"{p} is not a valueagent baseline (a JSON {type(data).__name__}, not an object)")
     if data.get("schema") != BASELINE_SCHEMA or not isinstance(data.get("policies"), Mapping):
         raise BaselineError(f"{p} is not a valueagent baseline (schema {data.get('schema')!r}, "
                             f"expected {BASELINE_SCHEMA!r})")

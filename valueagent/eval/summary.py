@@ -145,7 +145,9 @@ def write_summary(run_dir: str | Path, summary: Mapping[str, Any]) -> Path:
     return path
 
 
-def summarize_run(run_dir: str | Path, *, reference: str = "value", n_boot: int = 10_000, seed: int = 0) -> dict:
+def summarize_run(
+    run_dir: str | Path, *, reference: str = "value", n_boot: int = 10_000, seed: int = 0
+) -> dict[str, Any]:
     """Load ``run_dir/results.jsonl``, summarize it and write ``summary.json``; returns the summary."""
     summary = summarize(load_results(run_dir), reference=reference, n_boot=n_boot, seed=seed)
     write_summary(run_dir, summary)
