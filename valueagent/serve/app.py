@@ -104,8 +104,8 @@ def create_app(backend: ValueBackend, config: ServeConfig | None = None, *, max_
             metrics.finished(**counts)
 
     async def until_done(request: Request, work: Awaitable[T]) -> T:
-        """Await the backend; a client that leaves cancels its request if it is still queued (a row already
-        decoding runs to its end: the worker cannot drop one yet)."""
+        """Await the backend; a client that leaves cancels its request if the worker has not taken it yet
+        (once taken it runs to its end: the worker cannot drop a row yet)."""
         task = asyncio.ensure_future(work)
         try:
             while True:
