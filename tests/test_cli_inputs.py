@@ -28,8 +28,10 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         raise AssertionError("a model was loaded before the inputs were checked")
 
     import valueagent.backend
+    import valueagent.loading
 
     monkeypatch.setattr(valueagent.backend, "load_backend", no_model)
+    monkeypatch.setattr(valueagent.loading, "load_model", no_model)
     monkeypatch.setattr(eval_cmd, "make_backend", no_model)
     (tmp_path / "good.jsonl").write_text(json.dumps(GOOD) + "\n")
     (tmp_path / "malformed.jsonl").write_text(json.dumps(GOOD) + "\n{not json\n")
@@ -39,6 +41,10 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     (tmp_path / "garbage.safetensors").write_bytes(b"\xff" * 8 + b"garbage, not an axis")
     (tmp_path / "garbage-gate.json").write_text("<html>not json</html>")
     (tmp_path / "a-file").write_text("I am a file\n")
+    (tmp_path / "completions.jsonl").write_text('{"id": 1, "prompt": "p", "completion": "c"}\n')
+    for data in ("tasks/episodes", "tasks/distinctions", "tasks/synthetic_code"):  # axis build's default paths
+        (tmp_path / data).mkdir(parents=True)
+    (tmp_path / "tasks/synthetic_code/tasks.jsonl").write_text(json.dumps(GOOD) + "\n")
     (tmp_path / "old-run").mkdir()
     (tmp_path / "old-run" / "results.jsonl").write_text('{"task_id": "t/0", "policy": "single"}\n')
     (tmp_path / "old-run" / "config.json").write_text('{"created": "earlier"}\n')
@@ -71,6 +77,13 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("eval output dir is a file", [*EVAL[:-2], "--output-dir", "a-file/run"], ["a-file is a file"]),
     ("run over results", [*RUN, "--output-dir", "old-run"], ["already has results", "--resume"]),
     ("eval over results", [*EVAL[:-2], "--output-dir", "old-run"], ["already has results", "--resume"]),
+    ("axis eval axis", ["axis", "eval", "--axis", "garbage.safetensors"], ["--axis garbage.safetensors"]),
+    ("axis score axis", ["axis", "score", "completions.jsonl", "--axis", "garbage.safetensors"],
+     ["--axis garbage.safetensors"]),
+    ("axis compare axis", ["axis", "compare", "completions.jsonl", "--model-a", "a", "--model-b", "b",
+                           "--axis-b", "garbage.safetensors"], ["--axis-b garbage.safetensors"]),
+    ("axis eval data", ["axis", "eval", "--tasks", "nowhere.jsonl"], ["--tasks nowhere.jsonl: not found"]),
+    ("axis build work dir", ["axis", "build", "--work-dir", "a-file/cache"], ["--work-dir", "a-file is a file"]),
     ("steer 50", ["generate", "hi", "--steer", "50"], ["--steer 50", "±1", "fraction"]),
     ("steer nan", ["generate", "hi", "--steer", "nan"], ["--steer nan", "not a finite number"]),
     ("steer -inf", ["generate", "hi", "--steer", "-inf"], ["--steer -inf", "not a finite number"]),

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from valueagent.cli import checks
 from valueagent.cli.common import AXIS_OPT, DEVICE_OPT, DTYPE_OPT, MODEL_OPT, fail
 
 _BUILD_OUT = typer.Option(
@@ -59,6 +60,14 @@ def _cpu_dtype(device: str | None, dtype: str | None) -> str | None:
         return dtype or ("float32" if resolve_device(device) == "cpu" else None)
     except ValueError as exc:
         fail(str(exc))
+
+
+def _check_data(tasks: Path, episodes_dir: Path, distinctions_dir: Path, work_dir: Path) -> None:
+    """The data an axis build or eval reads, and its cache directory, before the model loads."""
+    checks.existing(tasks, option="--tasks", what="the training coding tasks")
+    checks.existing(episodes_dir, option="--episodes-dir", what="the frozen episodes and contrasts")
+    checks.existing(distinctions_dir, option="--distinctions-dir", what="the frozen distinction data")
+    checks.directory(work_dir, option="--work-dir")
 
 
 def _axis_for(axis: str, model_id: str) -> Any:
@@ -129,6 +138,8 @@ def build_cmd(
     units run bfloat16 matmuls 20-70x slower (measured on the project's 2-core machines)."""
     from valueagent.axis.build import BuildConfig, build_axis
 
+    _check_data(tasks, episodes_dir, distinctions_dir, work_dir)
+    checks.directory(report_dir, option="--report-dir")
     loaded = _load(model, device, _cpu_dtype(device, dtype))
     sizes = _data_sizes(episodes, contrast_groups, code_pairs, distinction_pairs)
     cfg = BuildConfig(**sizes, samples=samples, tasks_path=str(tasks), work_dir=str(work_dir),
@@ -165,6 +176,8 @@ def eval_cmd(
     from valueagent.axis.build import BuildConfig
     from valueagent.axis.evaluate import evaluate_axis
 
+    checks.axis(axis)
+    _check_data(tasks, episodes_dir, distinctions_dir, work_dir)
     loaded = _load(model, device, _cpu_dtype(device, dtype))
     ax = _axis_for(axis, loaded.model_id)
     sizes = _data_sizes(episodes, contrast_groups, code_pairs, distinction_pairs)
@@ -197,6 +210,7 @@ def score_cmd(
     from valueagent.axis.reading import read_completions
 
     rows = _read_jsonl(file)
+    checks.axis(axis)
     loaded = _load(model, device, _cpu_dtype(device, dtype))
     ax = _axis_for(axis, loaded.model_id)
     items = [([{"role": "user", "content": r["prompt"]}], r["completion"]) for r in rows]
@@ -266,6 +280,8 @@ def compare_cmd(
     from valueagent.axis.compare import Side, value_shift
 
     rows = _read_jsonl(file)
+    checks.axis(axis_a, option="--axis-a")
+    checks.axis(axis_b, option="--axis-b")
     items = [([{"role": "user", "content": r["prompt"]}], r["completion"]) for r in rows]
     sides = [
         Side(name=f"{name}:{spec}", load=partial(_load, spec, device, _cpu_dtype(device, dtype)),

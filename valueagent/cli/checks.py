@@ -50,7 +50,7 @@ def task_file(source: str) -> tuple[Task, ...]:
     return tasks
 
 
-def axis(value: str | None) -> None:
+def axis(value: str | None, *, option: str = "--axis") -> None:
     """``--axis``: ``default``, ``none`` or a readable value-axis file (its shape is checked once loaded)."""
     if value in (None, "", "none", "default"):
         return
@@ -59,13 +59,19 @@ def axis(value: str | None) -> None:
     hint = "pass a file from `valueagent axis build`, `default` (the shipped axis) or `none`"
     path = Path(value)
     if not path.is_file():
-        fail(f"--axis {value}: no such file; {hint}")
+        fail(f"{option} {value}: no such file; {hint}")
     try:
         load_axis(path)
     except ValueError as exc:  # load_axis's own messages name the file and the fix
-        fail(f"--axis {value}: {exc}")
+        fail(f"{option} {value}: {exc}")
     except Exception as exc:  # safetensors' errors are not ValueErrors (e.g. "header too large")
-        fail(f"--axis {value} is not a value axis file ({type(exc).__name__}: {exc}); {hint}")
+        fail(f"{option} {value} is not a value axis file ({type(exc).__name__}: {exc}); {hint}")
+
+
+def existing(path: Path, *, option: str, what: str) -> None:
+    """An input file or directory the command reads (``what`` says which, e.g. "the frozen episodes")."""
+    if not path.exists():
+        fail(f"{option} {path}: not found ({what}); pass its path, or run from the folder it is relative to")
 
 
 def gate_config(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -89,13 +95,18 @@ def gate_config(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]] | No
         fail(f"--gate-config {path} is not a complete calibration file ({type(exc).__name__}: {exc}); {hint}")
 
 
+def directory(path: Path, *, option: str) -> None:
+    """A directory the command writes into: it may not exist yet, but neither it nor a parent is a file."""
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            fail(f"{option} {path}: {p} is a file, not a directory; choose another {option}")
+
+
 def output_dir(path: Path, *, resume: bool) -> None:
     """``--output-dir``: a directory (or none yet) whose earlier results a run without ``--resume`` keeps."""
     from valueagent.eval.records import RESULTS_FILE
 
-    for p in (path, *path.parents):
-        if p.exists() and not p.is_dir():
-            fail(f"--output-dir {path}: {p} is a file, not a directory; choose another --output-dir")
+    directory(path, option="--output-dir")
     results = path / RESULTS_FILE
     if results.is_file() and results.stat().st_size and not resume:
         fail(f"--output-dir {path} already has results ({results}): pass --resume to continue that run, "
