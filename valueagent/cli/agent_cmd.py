@@ -46,15 +46,6 @@ def load_tasks(source: str, *, split: str, limit: int | None, task_ids: str | No
     return tuple(tasks[:limit]) if limit is not None else tuple(tasks)
 
 
-def parse_policies(text: str) -> tuple[str, ...]:
-    from valueagent.agent.policies import POLICY_NAMES
-
-    names = tuple(p.strip() for p in text.split(",") if p.strip())
-    if bad := [p for p in names if p not in POLICY_NAMES]:
-        fail(f"unknown policy {bad}; choose from {', '.join(POLICY_NAMES)} (comma-separated for several)")
-    return names
-
-
 def run(
     tasks: Annotated[str, typer.Argument(help="A HumanEval-schema TASKS.jsonl, or `humaneval`.")],
     policy: Annotated[str, typer.Option("--policy", help="A policy, or several: a,b,c.")] = "value",
@@ -84,7 +75,7 @@ def run(
     from valueagent.agent.state import Budgets
     from valueagent.runner import RunConfig
 
-    names = parse_policies(policy)
+    names = checks.policies(policy, option="--policy")
     task_list = load_tasks(tasks, split=split, limit=limit, task_ids=task_ids)
     configs: dict[str, Any] = {}
     segment_tokens = 32

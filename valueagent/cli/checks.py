@@ -32,6 +32,19 @@ def split(name: str) -> SplitName:
     return name  # type: ignore[return-value]
 
 
+def policies(text: str, *, option: str = "--policies") -> tuple[str, ...]:
+    """Comma-separated policy names, in order, each once."""
+    from valueagent.agent.policies import POLICY_NAMES
+
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if bad := [p for p in names if p not in POLICY_NAMES]:
+        fail(f"{option}: unknown policy {', '.join(bad)}; choose from {', '.join(POLICY_NAMES)} (comma-separated "
+             "for several)")
+    if not names:
+        fail(f"{option} is empty; e.g. {option} value,always-test,single")
+    return names
+
+
 def task_file(source: str) -> tuple[Task, ...]:
     """The tasks of a HumanEval-schema JSONL file; a bad line is named with its number and what is wrong."""
     from valueagent.tasks import TaskFormatError, load_jsonl

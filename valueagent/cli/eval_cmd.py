@@ -31,17 +31,6 @@ eval_app = typer.Typer(name="eval", help="Evaluate policies, summarize runs, che
 _POLICIES = "value,single,always-test,random-gate,logprob-gate,value+logprob,steer-high,steer-low"
 
 
-def _policies(text: str) -> tuple[str, ...]:
-    from valueagent.agent.policies import POLICY_NAMES
-
-    names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
-    if bad := [p for p in names if p not in POLICY_NAMES]:
-        fail(f"unknown policy {bad}; choose from {', '.join(POLICY_NAMES)} (comma-separated)")
-    if not names:
-        fail("--policies is empty; e.g. --policies value,always-test,single")
-    return names
-
-
 def _ids(values: list[str] | None) -> tuple[str, ...]:
     return tuple(t.strip() for v in values or () for t in v.split(",") if t.strip())
 
@@ -108,7 +97,7 @@ def humaneval(
     from valueagent.eval.humaneval import fail_under as below
 
     settings = HumanEvalSettings(
-        policies=_policies(policies), output_dir=output_dir, split=checks.split(split), limit=limit,
+        policies=checks.policies(policies), output_dir=output_dir, split=checks.split(split), limit=limit,
         task_ids=_ids(task_ids), concurrency=concurrency, seed=seed, resume=resume, model=model,
         axis=None if axis in ("none", "") else axis, gate_config=gate_config, answer_tokens=answer_tokens,
         n_boot=n_boot,
@@ -119,6 +108,7 @@ def humaneval(
         select_tasks(settings.split, limit=limit, task_ids=settings.task_ids)  # fail before loading a model
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    checked = checks.policies(check, option="--check") if check else ()
     checks.axis(axis)
     checks.gate_config(gate_config)
     checks.output_dir(output_dir, resume=resume)
@@ -130,7 +120,7 @@ def humaneval(
     _finish(outcome, as_json=as_json)
     code = 1 if outcome.errors else 0
     if fail_under is not None:
-        bad = below(outcome.summary, fail_under, _policies(check) if check else ())
+        bad = below(outcome.summary, fail_under, checked)
         for msg in bad:
             typer.secho(f"fail-under: {msg}", fg=typer.colors.RED, err=True)
         code = 1 if bad else code
