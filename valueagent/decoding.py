@@ -40,10 +40,16 @@ class Row:
     toks: list[int] = field(default_factory=list)
     lps: list[float] = field(default_factory=list)
     vals: list[float] = field(default_factory=list)
+    ents: list[float] = field(default_factory=list)
+    tops: list[list[float]] = field(default_factory=list)
+    hsum: torch.Tensor | None = None  # (H,) sum of the axis-layer residual over generated tokens
     finish: FinishReason | None = None
     prompt_ids: tuple[int, ...] = ()
     cached: int = 0  # prompt tokens whose keys and values came from the prefix store
 
+
+TOP_K = 5
+"""Top log-probabilities kept per generated token (DeepConf's token confidence is minus their mean)."""
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each (1, kv_heads, T, head_dim)
 
@@ -159,7 +165,7 @@ class DecodeBatch:
         self.mask = torch.zeros((0, 0), dtype=torch.long, device=device)  # (B, T)
         self.pos = torch.zeros((0, 1), dtype=torch.long, device=device)  # (B, 1) last position
         self.pending = torch.zeros((0,), dtype=torch.long)  # (B,) sampled, not yet recorded
-        self.pending_lp = torch.zeros((0,))  # (B,)
+        self.pending_lp = torch.zeros((0, 2 + TOP_K))  # (B, 2 + k): log-prob, entropy, top-k log-probs
 
     def _run(self, rows: list[Row], ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> Any:
         if self.hook is None or self.layer is None:
@@ -186,17 +192,29 @@ class DecodeBatch:
             pos = torch.arange(n, len(ids), device=self.device)[None]
             out = self._run([row], torch.tensor([ids[n:]], device=self.device), mask, pos, cache)
             row.cached = n
-            self._merge([row], out, mask, pos[:, -1:])
+            self._merge([row], out.logits[:, -1, :], cache_of(out), mask, pos[:, -1:])
         if fresh:
-            padded, mask = left_pad([p for _, p in fresh], self.pad, self.device)
+            # Rows with the same prompt and steering (a task's N samples) share one prefill: their keys and
+            # values are identical, so the prompt runs once and its cache is repeated per row.
+            groups: dict[tuple[Any, ...], int] = {}
+            inv = [groups.setdefault((tuple(p), r.alpha, r.request.steer_generated_only), len(groups))
+                   for r, p in fresh]
+            heads = {g: fresh[inv.index(g)] for g in range(len(groups))}
+            padded, mask = left_pad([heads[g][1] for g in range(len(groups))], self.pad, self.device)
             pos = (mask.cumsum(-1) - 1).clamp_min(0)
-            fresh_rows = [r for r, _ in fresh]
-            self._merge(fresh_rows, self._run(fresh_rows, padded, mask, pos, None), mask, pos[:, -1:])
+            out = self._run([heads[g][0] for g in range(len(groups))], padded, mask, pos, None)
+            logits, cache = out.logits[:, -1, :], cache_of(out)
+            if len(groups) < len(fresh):
+                idx = torch.tensor(inv, device=self.device)
+                cache.batch_select_indices(idx)
+                logits, mask, pos = logits[idx], mask[idx], pos[idx]
+            self._merge([r for r, _ in fresh], logits, cache, mask, pos[:, -1:])
 
-    def _merge(self, rows: list[Row], out: Any, mask: torch.Tensor, last: torch.Tensor) -> None:
-        """Sample the first tokens of freshly prefilled ``rows`` and join their cache to the batch's."""
-        nxt, lp = self._sample(rows, out.logits[:, -1, :])
-        cache = cache_of(out)
+    def _merge(self, rows: list[Row], logits: torch.Tensor, cache: Any, mask: torch.Tensor,
+               last: torch.Tensor) -> None:
+        """Sample the first tokens of freshly prefilled ``rows`` (``logits``: (B, V) at their last prompt
+        position) and join their cache to the batch's."""
+        nxt, lp = self._sample(rows, logits)
         if not self.rows:
             self.rows, self.cache, self.mask, self.pos = list(rows), cache, mask, last
             self.pending, self.pending_lp = nxt, lp
@@ -224,8 +242,11 @@ class DecodeBatch:
             if t in self.eos and not row.request.ignore_eos:
                 row.finish = "eos"
             else:
+                stats = self.pending_lp[i].tolist()
                 row.toks.append(t)
-                row.lps.append(float(self.pending_lp[i]))
+                row.lps.append(stats[0])
+                row.ents.append(stats[1])
+                row.tops.append(stats[2:])
         done = self._remove_finished(store)
         if not self.rows:
             return done
@@ -237,6 +258,11 @@ class DecodeBatch:
         if self.hook is not None and self.hook.read and self.hook.last is not None:
             for row, v in zip(self.rows, self.hook.last[:, -1].tolist(), strict=True):
                 row.vals.append(float(v))
+            if self.hook.last_hidden is not None and any(r.request.hidden_mean for r in self.rows):
+                for i, row in enumerate(self.rows):
+                    if row.request.hidden_mean:
+                        h = self.hook.last_hidden[i].detach().float().cpu()
+                        row.hsum = h.clone() if row.hsum is None else row.hsum + h
         for row in self.rows:
             r = row.request
             if r.stop and any(s in self._decode(row.toks) for s in r.stop):
@@ -286,21 +312,32 @@ class DecodeBatch:
             steer=row.request.steer,
             tokens=[self._decode([t]) for t in row.toks],
             cached_prompt_tokens=row.cached,
+            entropies=row.ents,
+            top_logprobs=row.tops,
+            hidden_mean=(row.hsum / max(len(row.vals), 1)).tolist() if row.hsum is not None else None,
         )
 
     @staticmethod
     def _sample(rows: list[Row], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next token per row (greedy or seeded nucleus sampling) and its model log-probability."""
+        """Next token per row (greedy or seeded nucleus sampling) and its statistics ``(B, 2 + TOP_K)``:
+        the model's log-probability of it, the entropy of the distribution and its top-k log-probabilities
+        (all at temperature 1). A row's first token never is one of its request's ``exclude_first``."""
         cpu = logits.detach().float().to("cpu")  # (B, V)
         logp = torch.log_softmax(cpu, dim=-1)
         out = torch.empty(cpu.shape[0], dtype=torch.long)
         for i, row in enumerate(rows):
             r = row.request
+            scores = cpu[i]
+            if r.exclude_first and not row.toks:
+                scores = scores.clone()
+                scores[list(r.exclude_first)] = float("-inf")
             if r.temperature == 0:
-                out[i] = int(cpu[i].argmax())
+                out[i] = int(scores.argmax())
                 continue
-            probs = torch.softmax(cpu[i] / r.temperature, dim=-1)
+            probs = torch.softmax(scores / r.temperature, dim=-1)
             if r.top_p < 1.0:
                 probs = _nucleus(probs, r.top_p)
             out[i] = int(torch.multinomial(probs, 1, generator=row.gen))
-        return out, logp.gather(1, out[:, None])[:, 0]
+        entropy = -(logp.exp() * logp).nan_to_num().sum(-1)  # (B,)
+        stats = torch.cat([logp.gather(1, out[:, None]), entropy[:, None], logp.topk(TOP_K, dim=-1).values], 1)
+        return out, stats

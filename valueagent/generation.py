@@ -21,6 +21,9 @@ class GenerationRequest:
     norm at the axis layer (the paper's unit: +0.168 = +16.8%); 0 means no steering.
     Sampling: ``temperature == 0`` is greedy; otherwise nucleus sampling with ``top_p``, seeded by
     ``seed`` per request so results do not depend on what else shares the batch (fp32).
+    ``exclude_first``: token ids the first generated token must not be (a branch that may not repeat the
+    token it replaces). ``hidden_mean``: also return the mean residual at the axis layer over the
+    generated tokens (the input of a supervised probe).
     """
 
     messages: tuple[Message, ...] | None = None
@@ -34,6 +37,8 @@ class GenerationRequest:
     steer: float = 0.0
     steer_generated_only: bool = True
     ignore_eos: bool = False
+    exclude_first: tuple[int, ...] = ()
+    hidden_mean: bool = False
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -53,7 +58,9 @@ class Generation:
     (before any steering is added at that layer). Empty when no axis is loaded.
     ``logprobs[i]`` is the model's log-probability of token ``i`` (temperature 1, unsteered
     sampling distribution aside). ``cached_prompt_tokens`` of the ``prompt_tokens`` were not recomputed:
-    their keys and values came from an earlier request that shared that prefix.
+    their keys and values came from an earlier request that shared that prefix. ``entropies[i]`` and
+    ``top_logprobs[i]`` (the k largest log-probabilities, k = ``decoding.TOP_K``) describe the distribution
+    token ``i`` was drawn from, at temperature 1.
     """
 
     text: str
@@ -66,6 +73,9 @@ class Generation:
     steer: float = 0.0
     tokens: list[str] = field(default_factory=list)
     cached_prompt_tokens: int = 0
+    entropies: list[float] = field(default_factory=list)
+    top_logprobs: list[list[float]] = field(default_factory=list)
+    hidden_mean: list[float] | None = None
 
     @property
     def n_tokens(self) -> int:

@@ -35,6 +35,7 @@ class AxisHook:
         self.alpha: torch.Tensor | None = None  # (B,)
         self.steer_prompt: torch.Tensor | None = None  # (B,) bool
         self.last: torch.Tensor | None = None  # (B, T) cosines of the latest forward pass
+        self.last_hidden: torch.Tensor | None = None  # (B, H) residual at the last position (before steering)
 
     def set_steering(self, alpha: torch.Tensor | None, steer_prompt: torch.Tensor | None = None) -> None:
         self.alpha = alpha
@@ -46,6 +47,7 @@ class AxisHook:
         if self.read:
             hf = h.float()
             self.last = (hf @ unit) / hf.norm(dim=-1).clamp_min(1e-6)  # (B, T)
+            self.last_hidden = hf[:, -1]
         if self.alpha is None:
             return None
         alpha = self.alpha.to(device=h.device, dtype=torch.float32)

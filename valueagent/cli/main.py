@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from valueagent import __version__
-from valueagent.cli import agent_cmd, axis_cmd, eval_cmd, model_cmd, sandbox_cmd, serve_cmd
+from valueagent.cli import agent_cmd, axis_cmd, bank_cmd, eval_cmd, model_cmd, sandbox_cmd, serve_cmd
 from valueagent.cli.common import OneLineErrors, set_debug
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ axis_cmd.register(app)
 agent_cmd.register(app)
 eval_cmd.register(app)
 serve_cmd.register(app)
+bank_cmd.register(app)
 
 if __name__ == "__main__":
     app()

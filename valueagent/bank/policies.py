@@ -1,0 +1,191 @@
+"""Whole-answer policies replayed from a bank: each turns one task's samples into ``(passed, tokens, test
+runs)`` exactly as a live run on the same seeds would, given the signal scores of the samples.
+
+Sample 0 of a task is the greedy answer, samples 1..N the fresh ones, drawn in index order. A visible-test
+run on a task without visible tests tells nothing: it is not run and the candidate counts as untested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from valueagent.bank.signals import running_window, token_confidence
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    tokens: int
+    tests: int
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What a replayed policy may use of one task: readings and visible verdicts of each sample; ``hidden``
+    is read only to score the chosen sample."""
+
+    task_id: str
+    tokens: np.ndarray  # (N + 1,)
+    visible_ok: np.ndarray  # (N + 1,) all visible cases passed
+    visible_frac: np.ndarray  # (N + 1,) fraction of visible cases passed
+    has_tests: bool
+    hidden: np.ndarray  # (N + 1,) scoring only
+    scores: Mapping[str, np.ndarray]  # signal -> (N + 1,)
+    samples: tuple[Mapping[str, Any], ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.tokens) - 1
+
+
+def uniform(seed: int, task_id: str, index: int) -> float:
+    """A reproducible uniform number for (seed, task, sample): the random control, identical live and replayed."""
+    return int(hashlib.sha256(f"{seed}:{task_id}:{index}".encode()).hexdigest()[:12], 16) / 16**12
+
+
+def single(t: TaskView) -> Outcome:
+    return Outcome(bool(t.hidden[0]), int(t.tokens[0]), 0)
+
+
+def always_test(t: TaskView, test_runs: int = 3) -> Outcome:
+    """The live ``always-test`` policy: the greedy answer, then fresh samples 1, 2, ...; the visible tests on
+    each until one passes (``test_runs`` at most); none passing: the best on the visible tests, earliest
+    on ties."""
+    drawn = [0]
+    tests = 0
+    for i in range(min(test_runs, t.n + 1)):
+        if i > 0:
+            drawn.append(i)
+        if not t.has_tests:
+            return Outcome(bool(t.hidden[i]), int(t.tokens[drawn].sum()), 0)
+        tests += 1
+        if t.visible_ok[i]:
+            return Outcome(bool(t.hidden[i]), int(t.tokens[drawn].sum()), tests)
+    best = max(drawn, key=lambda i: (t.visible_frac[i], -i))
+    return Outcome(bool(t.hidden[best]), int(t.tokens[drawn].sum()), tests)
+
+
+def oracle(t: TaskView, k: int | None = None) -> Outcome:
+    pool = list(range(1, (k or t.n) + 1))
+    return Outcome(bool(t.hidden[pool].any()), int(t.tokens[pool].sum()), 0)
+
+
+def ranked(t: TaskView, signal: str, k: int) -> list[int]:
+    """The first ``k`` fresh samples, best score first (earlier sample on ties)."""
+    s = t.scores[signal]
+    return sorted(range(1, k + 1), key=lambda i: (-s[i], i))
+
+
+def top1(t: TaskView, signal: str, k: int | None = None) -> Outcome:
+    """Best of N by the signal, untested."""
+    k = k or t.n
+    order = ranked(t, signal, k)
+    return Outcome(bool(t.hidden[order[0]]), int(t.tokens[1 : k + 1].sum()), 0)
+
+
+def rank_then_test(t: TaskView, signal: str, k: int | None = None, max_tests: int | None = None) -> Outcome:
+    """N fresh candidates; visible tests in signal order until one passes (``max_tests`` at most); with no
+    visible tests or none passing, the top-ranked."""
+    k = k or t.n
+    order = ranked(t, signal, k)
+    tokens = int(t.tokens[1 : k + 1].sum())
+    if not t.has_tests:
+        return Outcome(bool(t.hidden[order[0]]), tokens, 0)
+    cap = k if max_tests is None else min(max_tests, k)
+    for n_run, i in enumerate(order[:cap], start=1):
+        if t.visible_ok[i]:
+            return Outcome(bool(t.hidden[i]), tokens, n_run)
+    return Outcome(bool(t.hidden[order[0]]), tokens, cap)
+
+
+@dataclass(frozen=True)
+class SeqThresholds:
+    """Accept untested at ``score >= accept``; discard untested at ``score <= discard``; test in between."""
+
+    accept: float
+    discard: float
+
+
+def sequential(t: TaskView, signal: str, th: SeqThresholds) -> Outcome:
+    """After each fresh sample the signal decides: accept untested, test, or discard and resample."""
+    s = t.scores[signal]
+    tests = 0
+    for i in range(1, t.n + 1):
+        tokens = int(t.tokens[1 : i + 1].sum())
+        if s[i] >= th.accept:
+            return Outcome(bool(t.hidden[i]), tokens, tests)
+        if s[i] <= th.discard:
+            continue
+        if not t.has_tests:
+            return Outcome(bool(t.hidden[i]), tokens, tests)
+        tests += 1
+        if t.visible_ok[i]:
+            return Outcome(bool(t.hidden[i]), tokens, tests)
+    best = ranked(t, signal, t.n)[0]
+    return Outcome(bool(t.hidden[best]), int(t.tokens[1:].sum()), tests)
+
+
+StopFn = Callable[[TaskView, int], int | None]
+"""The token count at which a sample is abandoned (None: it runs to the end)."""
+
+
+def window_stop(trace: Callable[[Mapping[str, Any]], np.ndarray], threshold: float) -> StopFn:
+    """Abandon a sample at the first token where the mean of the last ``WINDOW`` readings is <= threshold."""
+
+    def stop(t: TaskView, i: int) -> int | None:
+        rw = running_window(trace(t.samples[i]))
+        hit = np.flatnonzero(rw <= threshold)
+        return None if len(hit) == 0 else int(hit[0]) + len(trace(t.samples[i])) - len(rw) + 1
+
+    return stop
+
+
+def random_stop(rate: float, seed: int) -> StopFn:
+    """The control: abandon a sample with probability ``rate`` at a uniformly drawn token."""
+
+    def stop(t: TaskView, i: int) -> int | None:
+        n = int(t.tokens[i])
+        if n < 2 or uniform(seed, t.task_id, 1000 + i) >= rate:
+            return None
+        return 1 + int(uniform(seed, t.task_id, 2000 + i) * (n - 1))
+
+    return stop
+
+
+def no_stop(t: TaskView, i: int) -> int | None:
+    return None
+
+
+def early_stop(t: TaskView, stop: StopFn) -> Outcome:
+    """Fresh samples in order; a sample whose signal falls below the threshold is abandoned there (its tokens
+    so far are spent); a finished one gets the visible tests; the first to pass is the answer. None passing:
+    the first finished sample; none finished: a failure."""
+    tokens = tests = 0
+    finished: list[int] = []
+    for i in range(1, t.n + 1):
+        cut = stop(t, i)
+        if cut is not None and cut < int(t.tokens[i]):
+            tokens += cut
+            continue
+        tokens += int(t.tokens[i])
+        finished.append(i)
+        if not t.has_tests:
+            return Outcome(bool(t.hidden[i]), tokens, tests)
+        tests += 1
+        if t.visible_ok[i]:
+            return Outcome(bool(t.hidden[i]), tokens, tests)
+    if not finished:
+        return Outcome(False, tokens, tests)
+    return Outcome(bool(t.hidden[finished[0]]), tokens, tests)
+
+
+STOP_TRACES: dict[str, Callable[[Mapping[str, Any]], np.ndarray]] = {
+    "value": lambda s: np.asarray(s["values"], dtype=np.float64),
+    "confidence": token_confidence,
+}
+"""Per-token traces an early-stop rule watches."""

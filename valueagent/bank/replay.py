@@ -1,0 +1,265 @@
+"""Replay a bank: fit the fitted signals and the thresholds on calibration tasks, then score every
+whole-answer policy on the eval tasks, paired, with intervals. Never writes to the bank."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from valueagent.bank import policies as P
+from valueagent.bank.signals import (
+    FIXED,
+    SIGNALS,
+    SignalFn,
+    fit_signals,
+    running_window,
+)
+from valueagent.bank.store import Bank, BankError
+from valueagent.stats import auroc, auroc_bootstrap, conformal_threshold, mcnemar_exact, paired_bootstrap_diff, wilson
+
+RANK_SIGNALS = ("value", "logprob", "confidence", "probe", "value+logprob", "entropy", "confidence-tail",
+                "value-lowest", "random", "order")
+SEQ_SIGNALS = ("value", "logprob", "confidence", "probe", "random")
+STOP_SIGNALS = ("value", "confidence")
+RISK = 0.05
+"""Conformal risk of each calibrated rule: P(accepted untested and failing), P(discarded or stopped and
+passing), each <= 5% on an exchangeable new sample."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayConfig:
+    seed: int = 0  # the random control's seed
+    risk: float = RISK
+    calibration: tuple[str, ...] | None = None  # task ids; default: HumanEval's frozen split
+    policies: tuple[str, ...] | None = None  # default: all
+
+
+def split_ids(bank: Bank, calibration: Sequence[str] | None) -> tuple[set[str], set[str]]:
+    ids = [t["task_id"] for t in bank]
+    if calibration is None:
+        import json
+        from importlib import resources
+
+        spec = json.loads(resources.files("valueagent").joinpath("data/humaneval_split.json").read_text())
+        calib = set(spec["calibration"]) & set(ids)
+        if not calib:
+            raise BankError(f"{bank.root} holds no task of HumanEval's calibration split: pass --calibration-ids "
+                            "(task ids whose samples fit the probe and thresholds)")
+    else:
+        calib = set(calibration)
+        if unknown := calib - set(ids):
+            raise BankError(f"--calibration-ids {sorted(unknown)[:3]} are not in the bank {bank.root}")
+    evaluation = set(ids) - calib
+    if not evaluation:
+        raise BankError(f"{bank.root} has no task outside the calibration split to evaluate on: build more tasks")
+    return calib, evaluation
+
+
+def _view(task: Mapping[str, Any], fns: Mapping[str, SignalFn], seed: int) -> P.TaskView:
+    samples = tuple(task["samples"])
+    n_vis = int(task["visible_total"])
+    scores = {name: np.asarray([fn(s) for s in samples], dtype=np.float64) for name, fn in fns.items()}
+    scores["random"] = np.asarray([P.uniform(seed, task["task_id"], i) for i in range(len(samples))])
+    scores["order"] = -np.arange(len(samples), dtype=np.float64)
+    return P.TaskView(
+        task_id=task["task_id"],
+        tokens=np.asarray([len(s["token_ids"]) for s in samples]),
+        visible_ok=np.asarray([n_vis == 0 or all(s["visible"]) for s in samples]),
+        visible_frac=np.asarray([sum(s["visible"]) / n_vis if n_vis else 1.0 for s in samples]),
+        has_tests=n_vis > 0,
+        hidden=np.asarray([bool(s["hidden_passed"]) for s in samples]),
+        scores=scores,
+        samples=samples,
+    )
+
+
+@dataclass
+class Calibrated:
+    """Everything fitted on calibration tasks: the fitted signals and every rule's threshold."""
+
+    fns: dict[str, SignalFn]
+    seq: dict[str, P.SeqThresholds] = field(default_factory=dict)
+    stop: dict[str, float] = field(default_factory=dict)
+    stop_rate: dict[str, float] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def calibrate(views: Sequence[P.TaskView], fns: dict[str, SignalFn], risk: float) -> Calibrated:
+    fresh = [(v, i) for v in views for i in range(1, v.n + 1)]
+    passed = np.asarray([bool(v.hidden[i]) for v, i in fresh])
+    cal = Calibrated(fns=fns)
+    for sig in SEQ_SIGNALS:
+        s = np.asarray([v.scores[sig][i] for v, i in fresh])
+        hi = conformal_threshold(s, passed, risk, target="joint")
+        lo = conformal_threshold(-s, ~passed, risk, target="joint")
+        th = P.SeqThresholds(float(hi.threshold) if hi else float("inf"),
+                             -float(lo.threshold) if lo else float("-inf"))
+        cal.seq[sig] = th
+        cal.record[f"{sig}-seq"] = {"accept": th.accept, "discard": th.discard, "risk": risk,
+                                    "accept_rate": float((s >= th.accept).mean()),
+                                    "discard_rate": float((s <= th.discard).mean())}
+    for sig in STOP_SIGNALS:
+        trace = P.STOP_TRACES[sig]
+        lows = []
+        for v, i in fresh:
+            rw = running_window(trace(v.samples[i]))
+            lows.append(float(rw.min()) if len(rw) else float("inf"))
+        low = np.asarray(lows)
+        stop_th = conformal_threshold(-low, ~passed, risk, target="joint")
+        thr = -float(stop_th.threshold) if stop_th else float("-inf")
+        cal.stop[sig] = thr
+        cal.stop_rate[sig] = float((low <= thr).mean())
+        cal.record[f"{sig}-stop"] = {"threshold": thr, "risk": risk, "stop_rate": cal.stop_rate[sig]}
+    return cal
+
+
+Policy = Callable[[P.TaskView], P.Outcome]
+
+
+def policy_table(cal: Calibrated, n: int, seed: int) -> dict[str, Policy]:
+    """Every replayable policy by name (the live names where a live policy exists)."""
+    table: dict[str, Policy] = {"single": P.single, "always-test": P.always_test, "oracle": P.oracle}
+    for sig in RANK_SIGNALS:
+        table[f"{sig}-rank"] = partial(P.rank_then_test, signal=sig)
+        table[f"{sig}-top1"] = partial(P.top1, signal=sig)
+    for sig in SEQ_SIGNALS:
+        table[f"{sig}-seq"] = partial(P.sequential, signal=sig, th=cal.seq[sig])
+    for sig in STOP_SIGNALS:
+        table[f"{sig}-stop"] = partial(P.early_stop, stop=P.window_stop(P.STOP_TRACES[sig], cal.stop[sig]))
+    # The control stops as often as value-stop did on calibration, at random tokens.
+    table["random-stop"] = partial(P.early_stop, stop=P.random_stop(cal.stop_rate.get("value", 0.0), seed))
+    table["order-test"] = partial(P.early_stop, stop=P.no_stop)  # fresh samples tested in order
+    return table
+
+
+def frontier_table(n: int) -> dict[str, Policy]:
+    """Cost-varied policies for the frontier: k candidates (tokens) and at most m test runs."""
+    out: dict[str, Policy] = {}
+    for sig in ("value", "logprob", "confidence", "probe", "value+logprob", "random"):
+        for k in range(1, n + 1):
+            out[f"{sig}-rank|k={k}"] = partial(P.rank_then_test, signal=sig, k=k)
+            out[f"{sig}-top1|k={k}"] = partial(P.top1, signal=sig, k=k)
+        for m in range(0, n + 1):
+            out[f"{sig}-rank|tests<={m}"] = partial(P.rank_then_test, signal=sig, k=n, max_tests=m)
+    for k in range(1, n + 1):
+        out[f"oracle|k={k}"] = partial(P.oracle, k=k)
+    for m in range(1, n + 2):
+        out[f"always-test|tests<={m}"] = partial(P.always_test, test_runs=m)
+    return out
+
+
+def _summ(outs: Sequence[P.Outcome]) -> dict[str, Any]:
+    k = sum(o.passed for o in outs)
+    est = wilson(k, len(outs))
+    return {"n": len(outs), "passed": k, "pass_at_1": est.estimate, "ci": [est.lo, est.hi],
+            "tokens": float(np.mean([o.tokens for o in outs])), "test_runs": float(np.mean([o.tests for o in outs]))}
+
+
+CONTROLS = ("random", "order", "logprob", "confidence")
+
+
+def _paired(name: str, results: Mapping[str, Sequence[P.Outcome]]) -> dict[str, Any]:
+    """``name`` against the same action driven by each control signal, and against single / always-test."""
+    sig, _, action = name.rpartition("-")
+    rivals = [f"{c}-{action}" for c in CONTROLS if f"{c}-{action}" in results and f"{c}-{action}" != name]
+    rivals += [r for r in ("always-test", "single") if r != name]
+    a = np.asarray([o.passed for o in results[name]])
+    out = {}
+    for r in rivals:
+        b = np.asarray([o.passed for o in results[r]])
+        mc = mcnemar_exact(a, b)
+        diff = paired_bootstrap_diff(a.astype(float), b.astype(float))
+        tok = paired_bootstrap_diff(np.asarray([o.tokens for o in results[name]], float),
+                                    np.asarray([o.tokens for o in results[r]], float))
+        out[r] = {"delta": diff.estimate, "ci": [diff.lo, diff.hi], "wins": mc.b10, "losses": mc.b01,
+                  "p": mc.p_value, "tokens_delta": tok.estimate, "tokens_ci": [tok.lo, tok.hi]}
+    return out
+
+
+def signal_quality(views: Sequence[P.TaskView], signals: Sequence[str]) -> dict[str, Any]:
+    """Per signal: pooled AUROC for a fresh sample's hidden pass (bootstrap CI), the mean within-task AUROC
+    over tasks whose samples disagree, and the top-1 pass rate among N."""
+    fresh = [(v, i) for v in views for i in range(1, v.n + 1)]
+    y = np.asarray([bool(v.hidden[i]) for v, i in fresh])
+    mixed = [v for v in views if 0 < v.hidden[1:].sum() < v.n]
+    out = {}
+    for sig in signals:
+        s = np.asarray([v.scores[sig][i] for v, i in fresh])
+        pooled = auroc_bootstrap(s, y, n_boot=1000) if 0 < y.sum() < len(y) else None
+        within = [auroc(v.scores[sig][1:], v.hidden[1:]) for v in mixed]
+        top = [P.top1(v, sig) for v in views]
+        out[sig] = {
+            "auroc": None if pooled is None else pooled.estimate,
+            "auroc_ci": None if pooled is None else [pooled.lo, pooled.hi],
+            "within_task_auroc": float(np.mean(within)) if within else None,
+            "mixed_tasks": len(mixed),
+            "top1": _summ(top),
+        }
+    return out
+
+
+def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
+    """Score every policy on the bank's eval tasks with signals and thresholds fitted on its calibration tasks."""
+    start = time.perf_counter()
+    calib_ids, eval_ids = split_ids(bank, config.calibration)
+    calib_tasks = [t for t in bank if t["task_id"] in calib_ids]
+    eval_tasks = [t for t in bank if t["task_id"] in eval_ids]
+    fitted = fit_signals([s for t in calib_tasks for s in t["samples"][1:]])
+    fns: dict[str, SignalFn] = {**FIXED, **fitted}
+    cal_views = [_view(t, fns, config.seed) for t in calib_tasks]
+    views = [_view(t, fns, config.seed) for t in eval_tasks]
+    n = bank.manifest.samples
+    cal = calibrate(cal_views, fns, config.risk)
+    table = policy_table(cal, n, config.seed)
+    if config.policies is not None:
+        if unknown := [p for p in config.policies if p not in table]:
+            raise BankError(f"unknown replay policy {unknown}: choose from {', '.join(table)}")
+        table = {p: table[p] for p in config.policies}
+    results = {name: [fn(v) for v in views] for name, fn in table.items()}
+    frontier = {name: _summ([fn(v) for v in views]) for name, fn in frontier_table(n).items()}
+    out: dict[str, Any] = {
+        "bank": str(bank.root),
+        "manifest": bank.manifest.to_dict(),
+        "split": {"calibration": len(calib_tasks), "eval": len(eval_tasks)},
+        "calibration": cal.record,
+        "signals": signal_quality(views, [s for s in SIGNALS if s in RANK_SIGNALS]),
+        "policies": {name: _summ(outs) for name, outs in results.items()},
+        "paired": {name: _paired(name, results) for name in results if name not in ("oracle",)},
+        "frontier": frontier,
+        "per_task": {name: [[v.task_id, o.passed, o.tokens, o.tests] for v, o in zip(views, outs, strict=True)]
+                     for name, outs in results.items()},
+    }
+    out["answers"] = headline_answers(out)
+    out["replay_s"] = round(float(time.perf_counter() - start), 2)
+    return out
+
+
+def headline_answers(out: Mapping[str, Any]) -> dict[str, Any]:
+    """The three questions: which signal orders candidates best; how many test runs each ranking needs to
+    reach always-test's pass rate; the best pass@1 at equal tokens (always-test's mean tokens)."""
+    sig = out["signals"]
+    ranked = sorted(((s, q["within_task_auroc"] or 0.0, q["top1"]["pass_at_1"]) for s, q in sig.items()),
+                    key=lambda x: -x[1])
+    target = out["policies"]["always-test"]["pass_at_1"] if "always-test" in out["policies"] else None
+    runs_needed = {}
+    fr = out["frontier"]
+    for s in ("value", "logprob", "confidence", "probe", "value+logprob", "random"):
+        pts = sorted((int(k.split("<=")[1]), v) for k, v in fr.items() if k.startswith(f"{s}-rank|tests<="))
+        hit = next((v for _m, v in pts if target is not None and v["pass_at_1"] >= target), None)
+        runs_needed[s] = None if hit is None else {"test_runs": hit["test_runs"], "pass_at_1": hit["pass_at_1"]}
+    budget = out["policies"].get("always-test", {}).get("tokens")
+    best = None
+    if budget is not None:
+        within = [(k, v) for k, v in {**out["policies"], **fr}.items()
+                  if v["tokens"] <= budget * 1.0001 and not k.startswith("oracle")]
+        if within:
+            k, v = max(within, key=lambda kv: (kv[1]["pass_at_1"], -kv[1]["tokens"]))
+            best = {"policy": k, **{x: v[x] for x in ("pass_at_1", "ci", "tokens", "test_runs")}}
+    return {"signal_order": [{"signal": s, "within_task_auroc": a, "top1": t} for s, a, t in ranked],
+            "always_test_pass_at_1": target, "test_runs_to_match_always_test": runs_needed,
+            "best_at_always_test_tokens": best, "always_test_tokens": budget}

@@ -1,0 +1,151 @@
+"""Signals: small functions over one sample's per-token trace that score how likely it is correct (higher
+is better). Fixed signals need nothing else; fitted ones (``probe``, ``value+logprob``) are fitted on
+calibration tasks only and then score any sample.
+
+All come from the same decode pass: values (the axis reading), log-probs, entropies and top-k log-probs
+that the backend records per generated token, and the mean residual at the axis layer (the probe's input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from valueagent.bank.store import BankError, unpack_vector
+
+Sample = Mapping[str, Any]
+SignalFn = Callable[[Sample], float]
+
+WINDOW = 16
+"""Tokens per sliding group (DeepConf's group confidence; its 2,048 is for long math traces, not ~200-token
+functions)."""
+
+
+def _arr(sample: Sample, key: str) -> np.ndarray:
+    return np.asarray(sample[key], dtype=np.float64)
+
+
+def token_confidence(sample: Sample) -> np.ndarray:
+    """DeepConf's token confidence ``C_i = -mean_j log P_i(j)`` over the top-k tokens, per token. A peaked
+    distribution has one log-prob near 0 and the rest very negative, so ``C_i`` is large when confident."""
+    tops = sample["top_logprobs"]
+    if not tops:
+        return np.zeros(0)
+    return -np.asarray([np.mean(t) for t in tops], dtype=np.float64)
+
+
+def windows(x: np.ndarray, w: int = WINDOW) -> np.ndarray:
+    """Means over sliding windows of ``w`` tokens (one window over the whole trace when it is shorter)."""
+    if len(x) == 0:
+        return np.zeros(1)
+    if len(x) <= w:
+        return np.asarray([x.mean()])
+    c = np.cumsum(np.r_[0.0, x])
+    return (c[w:] - c[:-w]) / w
+
+
+def running_window(x: np.ndarray, w: int = WINDOW) -> np.ndarray:
+    """Per token t >= w - 1, the mean of the last ``w`` tokens (what an online stop rule sees at t)."""
+    if len(x) < w:
+        return np.zeros(0)
+    c = np.cumsum(np.r_[0.0, x])
+    return (c[w:] - c[:-w]) / w
+
+
+def _mean(key: str, sign: float = 1.0) -> SignalFn:
+    def fn(sample: Sample) -> float:
+        x = _arr(sample, key)
+        return sign * float(x.mean()) if len(x) else 0.0
+
+    return fn
+
+
+def value_lowest(sample: Sample) -> float:
+    return float(windows(_arr(sample, "values")).min())
+
+
+def confidence_lowest(sample: Sample) -> float:
+    """DeepConf's lowest group confidence."""
+    return float(windows(token_confidence(sample)).min())
+
+
+def confidence_tail(sample: Sample) -> float:
+    """DeepConf's tail confidence: the mean over the last ``2 * WINDOW`` tokens."""
+    c = token_confidence(sample)
+    return float(c[-2 * WINDOW:].mean()) if len(c) else 0.0
+
+
+FIXED: dict[str, SignalFn] = {
+    "value": _mean("values"),
+    "value-lowest": value_lowest,
+    "logprob": _mean("logprobs"),
+    "entropy": _mean("entropies", -1.0),
+    "confidence": confidence_lowest,
+    "confidence-tail": confidence_tail,
+}
+"""Signals that need no fitting: name -> score of one sample (higher = more likely correct)."""
+
+FITTED = ("probe", "value+logprob")
+CONTROLS = ("random", "order")
+SIGNALS = (*FIXED, *FITTED, *CONTROLS)
+
+
+def check_signals(names: Sequence[str]) -> None:
+    if bad := [n for n in names if n not in SIGNALS]:
+        raise BankError(f"unknown signal {bad}: choose from {', '.join(SIGNALS)}")
+
+
+@dataclass(frozen=True)
+class Logistic:
+    """A standardised L2 logistic regression (scikit-learn), kept as plain numbers."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.coef + self.intercept
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> Logistic:
+    from sklearn.linear_model import LogisticRegression
+
+    if len(set(y.tolist())) < 2:
+        raise BankError("the calibration samples all pass or all fail: a fitted signal needs both outcomes")
+    mean, scale = x.mean(0), x.std(0) + 1e-8
+    model = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y)
+    return Logistic(mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]))
+
+
+def probe_features(sample: Sample) -> np.ndarray:
+    vec = unpack_vector(sample.get("hidden_mean"))
+    if vec is None:
+        raise BankError("this bank has no mean residuals (hidden_mean): the probe needs a bank built with them")
+    return vec.astype(np.float64)
+
+
+def pair_features(sample: Sample) -> np.ndarray:
+    return np.asarray([FIXED["value"](sample), FIXED["logprob"](sample)])
+
+
+def fit_signals(calibration: Sequence[Sample]) -> dict[str, SignalFn]:
+    """The fitted signals, trained on calibration samples (their hidden verdicts) only.
+
+    ``probe``: logistic regression on the mean residual at the axis layer (C = 0.05: ~900 features, a few
+    hundred samples). ``value+logprob``: logistic regression on the two mean readings."""
+    y = np.asarray([bool(s["hidden_passed"]) for s in calibration])
+    probe = fit_logistic(np.stack([probe_features(s) for s in calibration]), y, c=0.05)
+    pair = fit_logistic(np.stack([pair_features(s) for s in calibration]), y)
+    return {
+        "probe": lambda s: float(probe.score(probe_features(s)[None])[0]),
+        "value+logprob": lambda s: float(pair.score(pair_features(s)[None])[0]),
+    }
+
+
+def score_table(samples: Sequence[Sample], fns: Mapping[str, SignalFn]) -> dict[str, np.ndarray]:
+    """Every signal's score of every sample: name -> (len(samples),)."""
+    return {name: np.asarray([fn(s) for s in samples], dtype=np.float64) for name, fn in fns.items()}

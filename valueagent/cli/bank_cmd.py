@@ -1,0 +1,131 @@
+"""CLI: `bank build` (sample N candidates per task, with readings and verdicts) and `bank replay` (score
+whole-answer policies from a bank, paired, in seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from valueagent.cli.common import AXIS_OPT, DEVICE_OPT, DTYPE_OPT, MODEL_OPT, QUANTIZE_OPT, WORKERS_OPT, fail
+
+bank_app = typer.Typer(help="A replayable sample bank: build it once per model, replay policies from it.",
+                       no_args_is_help=True)
+
+
+def weights_label(model: str) -> str:
+    """How the weights were loaded: the embedded models are GGUF Q4_K_M repacks dequantized at load."""
+    return "Q4_K_M GGUF, dequantized at load" if model.startswith("embedded") else "as published (checkpoint dtype)"
+
+
+@bank_app.command("build")
+def build(
+    source: Annotated[str, typer.Argument(help="`humaneval` (all 164 problems) or a HumanEval-schema .jsonl file.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Bank directory (resumable).")],
+    samples: int = typer.Option(8, "--samples", "-n", help="Fresh samples per task besides the greedy answer."),
+    temperature: float = typer.Option(0.8, "--temperature"),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    seed: int = typer.Option(0, "--seed"),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
+    concurrency: int = typer.Option(2, "--concurrency", help="Tasks in flight, each a batch of N + 1 rows."),
+    limit: int | None = typer.Option(None, "--limit", min=1),
+    resume: bool = typer.Option(False, "--resume", help="Continue a bank in --output-dir (same settings)."),
+    model: str = MODEL_OPT,
+    axis: str = AXIS_OPT,
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    quantize: str | None = QUANTIZE_OPT,
+    workers: int = WORKERS_OPT,
+) -> None:
+    """Sample the greedy answer and N fresh samples for every task, with per-token value, log-prob,
+    entropy and top-k log-probs, visible-test verdicts and the hidden verdict; one file per task."""
+    from valueagent.bank.build import BankSpec, build_bank, manifest_for
+    from valueagent.bank.store import BankError
+    from valueagent.cli.agent_cmd import load_tasks
+
+    try:
+        spec = BankSpec(samples=samples, temperature=temperature, top_p=top_p, seed=seed,
+                        max_new_tokens=max_new_tokens, concurrency=concurrency)
+    except BankError as exc:
+        fail(str(exc))
+    if output_dir.exists() and not output_dir.is_dir():
+        fail(f"--output-dir {output_dir} is a file: choose a directory")
+    if (output_dir / "bank.json").exists() and not resume:
+        fail(f"{output_dir} already holds a bank: pass --resume to continue it, or choose another --output-dir")
+    tasks = load_tasks(source, split="all", limit=limit, task_ids=None)
+    if not tasks:
+        fail(f"{source} holds no tasks: give a file with at least one HumanEval-schema line")
+    from valueagent.cli.common import load_backend_or_fail
+    from valueagent.sandbox import Sandbox
+
+    backend = load_backend_or_fail(model, axis, device, dtype, max_batch=(samples + 1) * concurrency,
+                                   quantize=quantize)
+    from valueagent.agent.prompts import PromptConfig
+
+    manifest = manifest_for(backend, spec, PromptConfig(), source if source == "humaneval" else str(Path(source)),
+                            weights_label(model))
+    sandbox = Sandbox(workers=workers)
+
+    def report(progress: dict[str, Any], written: int, todo: int) -> None:
+        eta = progress["eta_s"]
+        typer.echo(f"bank {progress['done']}/{progress['total']} {progress['last']} "
+                   f"{progress['tokens_per_s']} tok/s, ~{eta // 60} min {eta % 60} s left", err=True)
+
+    try:
+        written, skipped = asyncio.run(build_bank(tasks, backend=backend, sandbox=sandbox, root=output_dir,
+                                                  spec=spec, manifest=manifest, resume=resume, on_task=report))
+    except BankError as exc:
+        fail(str(exc))
+    finally:
+        sandbox.close()
+        backend.close()
+    typer.echo(f"bank {output_dir}: {written} tasks written, {skipped} already there", err=True)
+
+
+@bank_app.command("replay")
+def replay_cmd(
+    bank_dir: Annotated[Path, typer.Argument(help="A bank directory made by `valueagent bank build`.")],
+    policies: str | None = typer.Option(None, "--policies", help="Comma-separated replay policies (default: all)."),
+    calibration_ids: str | None = typer.Option(
+        None, "--calibration-ids", help="Comma-separated task ids that fit the probe and thresholds (default: "
+        "HumanEval's frozen calibration split); every other task is evaluated."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random control."),
+    risk: float = typer.Option(0.05, "--risk", help="Conformal risk of the calibrated rules (0 < risk < 1)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole result as JSON."),
+    output: Annotated[Path | None, typer.Option("--output", help="Also write the JSON result (and a frontier PNG "
+                                                "and a Markdown table beside it) here; never inside the bank.")] = None,
+) -> None:
+    """Score whole-answer policies (rank, sequential gate, early stop, best of N by each signal, sample order,
+    random, oracle) from a bank, paired, with intervals; thresholds and fitted signals from calibration tasks."""
+    from valueagent.bank.replay import ReplayConfig, replay
+    from valueagent.bank.store import BankError, load_bank
+
+    if not 0 < risk < 1:
+        fail(f"--risk {risk} must lie in (0, 1), e.g. 0.05")
+    names = tuple(p.strip() for p in policies.split(",") if p.strip()) if policies else None
+    calib = tuple(t.strip() for t in calibration_ids.split(",") if t.strip()) if calibration_ids else None
+    if output is not None and output.resolve().is_relative_to(bank_dir.resolve()):
+        fail(f"--output {output} lies inside the bank {bank_dir}: a replay never writes to a bank; choose a "
+             "path outside it")
+    try:
+        result = replay(load_bank(bank_dir), ReplayConfig(seed=seed, risk=risk, calibration=calib, policies=names))
+    except BankError as exc:
+        fail(str(exc))
+    if output is not None:
+        from valueagent.bank.report import write_report
+
+        write_report(result, output)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=1) + "\n")
+        return
+    from valueagent.bank.report import render_text
+
+    typer.echo(render_text(result))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bank_app, name="bank")
