@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from valueagent.benchmark import run_bench
 from valueagent.cli.common import load_backend_or_fail
+from valueagent.runtime.benchmark import run_bench
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `--model tiny` borrows the tests' builders
 
-from valueagent.generation import Generation, GenerationRequest  # noqa: E402
+from valueagent.runtime.generation import Generation, GenerationRequest  # noqa: E402
 
 PROMPT = "Write a Python function that returns the n-th Fibonacci number."
 
@@ -33,7 +33,7 @@ def load(model: str, axis: str, max_batch: int) -> Any:
 
         from tests.conftest import build_tiny_qwen3, build_tiny_tokenizer
         from valueagent.axis.artifact import ValueAxis
-        from valueagent.backend import HFBackend
+        from valueagent.runtime.backend import HFBackend
 
         m = build_tiny_qwen3()
         h = m.config.hidden_size

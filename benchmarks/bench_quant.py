@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-import valueagent.quant as quant
+import valueagent.runtime.quant as quant
 from valueagent.axis.artifact import load_axis
-from valueagent.backend import default_axis_path
-from valueagent.loading import load_model, render_chat
+from valueagent.runtime.backend import default_axis_path
+from valueagent.runtime.loading import load_model, render_chat
 from valueagent.tasks import load_jsonl
 
 

@@ -6,7 +6,7 @@ the main thread. Three settings, each timed over ``--steps`` decode steps at bat
 
 - ``main``: the loading thread decodes (no second pool exists);
 - ``worker``: a new thread decodes while the loading thread's pool is kept (what the backend did before
-  :func:`valueagent.cpu_kernels.release_openmp_pool`);
+  :func:`valueagent.runtime.cpu_kernels.release_openmp_pool`);
 - ``worker_released``: a new thread decodes after the loading thread's pool was released (what the
   backend does now).
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from valueagent.cpu_kernels import release_openmp_pool
-from valueagent.loading import load_model
+from valueagent.runtime.cpu_kernels import release_openmp_pool
+from valueagent.runtime.loading import load_model
 
 
 def decode_steps(model: Any, batch: int, steps: int, context: int = 300) -> float:

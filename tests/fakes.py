@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from valueagent.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
+from valueagent.runtime.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def _pieces(text: str, n: int) -> list[str]:
 
 
 class ScriptedBackend:
-    """Implements :class:`~valueagent.generation.ValueBackend` from a script of :class:`Step` s.
+    """Implements :class:`~valueagent.runtime.generation.ValueBackend` from a script of :class:`Step` s.
 
     ``script`` is a list (consumed in order; the last step repeats when it runs out) or a function of
     ``(request, call_index)``. ``score_value`` (a number, or a function of the completion) is the value of

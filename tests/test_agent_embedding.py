@@ -190,7 +190,7 @@ def test_graph_modules_import_without_loading_weights() -> None:
         "    spec = importlib.util.spec_from_file_location(name, path)\n"
         "    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
         "    assert hasattr(mod.graph, 'ainvoke'), name\n"
-        "assert 'torch' not in sys.modules and 'valueagent.backend' not in sys.modules\n"
+        "assert 'torch' not in sys.modules and 'valueagent.runtime.backend' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 

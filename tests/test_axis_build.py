@@ -11,7 +11,7 @@ import pytest
 from valueagent.axis.artifact import load_axis
 from valueagent.axis.build import BuildConfig, build_axis
 from valueagent.axis.evaluate import evaluate_axis
-from valueagent.loading import LoadedModel
+from valueagent.runtime.loading import LoadedModel
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from valueagent.axis.rollouts import Rollout, collect_rollouts, rollout_job, split_tasks
-from valueagent.generation import Generation
+from valueagent.runtime.generation import Generation
 from valueagent.tasks import Task
 
 

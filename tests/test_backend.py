@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from valueagent.axis.artifact import AxisMismatchError, ValueAxis
-from valueagent.backend import HFBackend
-from valueagent.generation import GenerationRequest
-from valueagent.hooks import AxisHook, attached, steering
-from valueagent.layers import block_for_layer, decoder_layers, hidden_of
+from valueagent.runtime.backend import HFBackend
+from valueagent.runtime.generation import GenerationRequest
+from valueagent.runtime.hooks import AxisHook, attached, steering
+from valueagent.runtime.layers import block_for_layer, decoder_layers, hidden_of
 
 MSGS = ({"role": "user", "content": "Write a function that returns the sum of a list."},)
 
@@ -255,7 +255,7 @@ def test_request_joins_a_running_batch_and_leaves_early(tiny_model, tiny_tokeniz
 
 def test_few_row_linear_gives_the_same_products_and_generations(tiny_tokenizer):
     from tests.conftest import build_tiny_qwen3
-    from valueagent.cpu_kernels import use_few_row_linear
+    from valueagent.runtime.cpu_kernels import use_few_row_linear
 
     plain, patched = build_tiny_qwen3(), build_tiny_qwen3()
     assert use_few_row_linear(patched) == sum(type(m) is torch.nn.Linear for m in patched.modules()) > 0
@@ -309,7 +309,7 @@ def test_prefix_reuse_continues_a_segment_like_a_full_prefill(tiny_model, tiny_t
 
 
 def test_prefix_store_longest_common_prefix_and_eviction():
-    from valueagent.decoding import PrefixStore
+    from valueagent.runtime.decoding import PrefixStore
 
     def kv(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(torch.arange(n, dtype=torch.float32).view(1, 1, n, 1),) * 2]
@@ -328,7 +328,7 @@ def test_prefix_store_longest_common_prefix_and_eviction():
 
 
 def test_nucleus_from_the_head_equals_the_full_sort():
-    from valueagent.decoding import _nucleus
+    from valueagent.runtime.decoding import _nucleus
 
     gen = torch.Generator().manual_seed(0)
     for scale, top_p in ((8.0, 0.95), (8.0, 0.5), (0.01, 0.95)):  # peaked, and flat (falls back to a full sort)
@@ -341,7 +341,7 @@ def test_nucleus_from_the_head_equals_the_full_sort():
 
 _POOL_SCRIPT = """
 import os, sys, torch
-from valueagent.cpu_kernels import release_openmp_pool
+from valueagent.runtime.cpu_kernels import release_openmp_pool
 torch.set_num_threads(2)
 x = torch.randn(2_000_000)
 x.add(1.0)  # a parallel region: this thread's OpenMP pool now holds a second thread
@@ -364,7 +364,7 @@ def test_release_openmp_pool_frees_the_calling_threads_pool_threads():
 
 
 def test_backend_releases_the_starting_threads_pool_once(tiny_model, tiny_tokenizer, monkeypatch):
-    import valueagent.backend as backend_mod
+    import valueagent.runtime.backend as backend_mod
 
     calls = []
     real = backend_mod.release_openmp_pool

@@ -27,11 +27,11 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         loads.append("model")
         raise AssertionError("a model was loaded before the inputs were checked")
 
-    import valueagent.backend
-    import valueagent.loading
+    import valueagent.runtime.backend
+    import valueagent.runtime.loading
 
-    monkeypatch.setattr(valueagent.backend, "load_backend", no_model)
-    monkeypatch.setattr(valueagent.loading, "load_model", no_model)
+    monkeypatch.setattr(valueagent.runtime.backend, "load_backend", no_model)
+    monkeypatch.setattr(valueagent.runtime.loading, "load_model", no_model)
     monkeypatch.setattr(eval_cmd, "make_backend", no_model)
     (tmp_path / "good.jsonl").write_text(json.dumps(GOOD) + "\n")
     (tmp_path / "malformed.jsonl").write_text(json.dumps(GOOD) + "\n{not json\n")

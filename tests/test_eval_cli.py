@@ -15,7 +15,7 @@ from valueagent.agent.gate import GateConfig
 from valueagent.cli import eval_cmd
 from valueagent.cli.main import app
 from valueagent.eval.humaneval import select_tasks
-from valueagent.generation import GenerationRequest
+from valueagent.runtime.generation import GenerationRequest
 
 MARK = "VA_GOOD_MARK"
 runner = CliRunner()
@@ -142,7 +142,7 @@ def test_eval_humaneval_on_tiny_qwen3_and_real_sandbox(tmp_path: Path, monkeypat
     import warnings
 
     from tests.test_backend import make_axis
-    from valueagent.backend import HFBackend
+    from valueagent.runtime.backend import HFBackend
 
     axis = make_axis(tiny_model)
     backend = HFBackend(tiny_model, tiny_tokenizer, model_id="tiny", axis=axis)

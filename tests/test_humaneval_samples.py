@@ -22,7 +22,7 @@ from valueagent.cli import eval_cmd
 from valueagent.cli.main import app
 from valueagent.eval.humaneval import select_tasks
 from valueagent.eval.samples import humaneval_completion
-from valueagent.generation import GenerationRequest
+from valueagent.runtime.generation import GenerationRequest
 from valueagent.sandbox.programs import assemble_solution
 from valueagent.tasks import Task
 

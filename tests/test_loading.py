@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from valueagent import embedded
-from valueagent.embedded import (
+from valueagent.runtime import embedded
+from valueagent.runtime.embedded import (
     EMBEDDED,
     EmbeddedModelError,
     GgufSource,
@@ -29,7 +29,7 @@ from valueagent.embedded import (
     is_ready,
     locate_parts,
 )
-from valueagent.loading import (
+from valueagent.runtime.loading import (
     LoadedModel,
     ModelLoadError,
     default_dtype,
@@ -302,7 +302,7 @@ def test_local_directory_loads_for_inference(tiny_dir: Path) -> None:
     assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
     assert loaded.tokenizer.pad_token is not None and loaded.tokenizer.padding_side == "left"
     assert loaded.model.generation_config.pad_token_id == loaded.tokenizer.pad_token_id
-    from valueagent.loading import default_dtype
+    from valueagent.runtime.loading import default_dtype
 
     assert load_model(str(tiny_dir)).dtype == default_dtype("cpu")
 

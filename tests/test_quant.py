@@ -1,4 +1,4 @@
-"""Int8 decoding (valueagent.quant): close to float, each row independent of its batch, prefills in float."""
+"""Int8 decoding (valueagent.runtime.quant): close to float, each row independent of its batch, prefills in float."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import build_tiny_qwen3
 from tests.test_backend import make_backend
-from valueagent.generation import GenerationRequest
-from valueagent.quant import Int8Linear, quantize_int8
+from valueagent.runtime.generation import GenerationRequest
+from valueagent.runtime.quant import Int8Linear, quantize_int8
 
 
 def _linear(k: int = 96, n: int = 80, seed: int = 0) -> torch.nn.Linear:
@@ -131,7 +131,7 @@ def tiny_dir(tmp_path: Path, tiny_model, tiny_tokenizer) -> Path:  # type: ignor
 
 
 def test_load_model_quantizes_on_request_and_records_it(tiny_dir: Path) -> None:
-    from valueagent.loading import load_model
+    from valueagent.runtime.loading import load_model
 
     loaded = load_model(str(tiny_dir), device="cpu", quantize="int8")
     assert (loaded.quantization, loaded.dtype) == ("int8", "float32")
@@ -140,7 +140,7 @@ def test_load_model_quantizes_on_request_and_records_it(tiny_dir: Path) -> None:
 
 
 def test_int8_loads_in_float32_where_bf16_would_be_the_default(tiny_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from valueagent import loading
+    from valueagent.runtime import loading
 
     monkeypatch.setattr(loading, "cpu_has_fast_bf16", lambda: True)
     assert loading.default_dtype("cpu") == "bfloat16"
@@ -156,7 +156,7 @@ def test_int8_loads_in_float32_where_bf16_would_be_the_default(tiny_dir: Path, m
     ],
 )
 def test_unusable_quantization_fails_before_loading(tmp_path: Path, kwargs: dict, message: str) -> None:
-    from valueagent.loading import load_model
+    from valueagent.runtime.loading import load_model
 
     with pytest.raises(ValueError, match=message):  # tmp_path holds no model: loading never started
         load_model(str(tmp_path), device="cpu", **kwargs)
@@ -183,7 +183,7 @@ def test_resume_refuses_to_mix_float_and_int8_results() -> None:
 
 
 def test_backend_benchmark_names_the_precision_it_measured(tiny_tokenizer) -> None:  # type: ignore[no-untyped-def]
-    from valueagent.benchmark import run_bench
+    from valueagent.runtime.benchmark import run_bench
 
     model = build_tiny_qwen3()
     quantize_int8(model)

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from valueagent.generation import GenerationRequest
+from valueagent.runtime.generation import GenerationRequest
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ PROMPT = (
 
 @pytest.fixture(scope="module")
 def backend():
-    from valueagent.backend import load_backend
+    from valueagent.runtime.backend import load_backend
 
     b = load_backend("embedded")
     yield b

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from valueagent.axis.artifact import ValueAxis
-from valueagent.backend import HFBackend
-from valueagent.generation import GenerationRequest
+from valueagent.runtime.backend import HFBackend
+from valueagent.runtime.generation import GenerationRequest
 from valueagent.serve.app import ServeConfig, create_app
 from valueagent.serve.launch import check_bind, running
 from valueagent.serve.schemas import GenerateBody

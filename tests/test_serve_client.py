@@ -16,8 +16,8 @@ from tests.agent_helpers import run_agent
 from tests.fakes import ScriptedSandbox
 from tests.test_serve import MSGS, tiny_backend
 from valueagent.agent import Budgets, GateConfig
-from valueagent.backend import load_backend
-from valueagent.generation import GenerationRequest
+from valueagent.runtime.backend import load_backend
+from valueagent.runtime.generation import GenerationRequest
 from valueagent.serve.app import ServeConfig, create_app
 from valueagent.serve.client import HTTPBackend, ServerError, connect_backend
 from valueagent.serve.launch import free_port, running

@@ -13,17 +13,17 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     # model backend
-    "load_model": "valueagent.loading",
-    "render_chat": "valueagent.loading",
-    "load_backend": "valueagent.backend",
-    "HFBackend": "valueagent.backend",
-    "steer_alpha": "valueagent.backend",
-    "GenerationRequest": "valueagent.generation",
-    "Generation": "valueagent.generation",
-    "Scored": "valueagent.generation",
-    "ValueBackend": "valueagent.generation",
-    "AxisHook": "valueagent.hooks",
-    "steering": "valueagent.hooks",
+    "load_model": "valueagent.runtime.loading",
+    "render_chat": "valueagent.runtime.loading",
+    "load_backend": "valueagent.runtime.backend",
+    "HFBackend": "valueagent.runtime.backend",
+    "steer_alpha": "valueagent.runtime.backend",
+    "GenerationRequest": "valueagent.runtime.generation",
+    "Generation": "valueagent.runtime.generation",
+    "Scored": "valueagent.runtime.generation",
+    "ValueBackend": "valueagent.runtime.generation",
+    "AxisHook": "valueagent.runtime.hooks",
+    "steering": "valueagent.runtime.hooks",
     # value axis artifact
     "ValueAxis": "valueagent.axis.artifact",
     "load_axis": "valueagent.axis.artifact",

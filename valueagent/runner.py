@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from valueagent.agent.factory import agent_settings, build_graph, sandbox_provider
 from valueagent.agent.gate import GateConfig
 from valueagent.agent.state import Budgets, agent_input
-from valueagent.generation import ValueBackend
+from valueagent.runtime.generation import ValueBackend
 from valueagent.tasks import Task
 
 log = logging.getLogger(__name__)

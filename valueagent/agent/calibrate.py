@@ -236,7 +236,7 @@ READING_KEYS = ("model_id", "axis_layer", "axis_sha256")
 
 def reading_of(model: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """What a gate's thresholds are measured in: the model and the axis its readings came from
-    (``model`` is a :class:`~valueagent.generation.ModelInfo` as a dict, or a record's ``meta.model``)."""
+    (``model`` is a :class:`~valueagent.runtime.generation.ModelInfo` as a dict, or a record's ``meta.model``)."""
     if not model:
         return None
     return {k: model.get(k) for k in ("model_id", "revision", "axis", "axis_layer", "axis_sha256")}

@@ -16,7 +16,7 @@ from typing_extensions import TypedDict  # pydantic (LangGraph's JSON schemas) r
 
 from valueagent.agent.gate import GateConfig, scorer, signals_of
 from valueagent.agent.settings import emit
-from valueagent.generation import Message, ValueBackend
+from valueagent.runtime.generation import Message, ValueBackend
 
 NEUTRAL_CONTEXT: tuple[Message, ...] = ({"role": "user", "content": ""},)
 CriticDecision = Literal["accept", "retry", "exhausted"]

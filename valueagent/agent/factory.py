@@ -15,7 +15,7 @@ from valueagent.agent.checks import (
     make_revise_node,
     make_run_tests_node,
 )
-from valueagent.agent.gate import GateConfig
+from valueagent.agent.gate import Gate, GateConfig
 from valueagent.agent.nodes import (
     make_backtrack_node,
     make_gate_node,
@@ -28,7 +28,7 @@ from valueagent.agent.policies import PolicySpec, policy_spec
 from valueagent.agent.prompts import PromptConfig
 from valueagent.agent.settings import AgentSettings
 from valueagent.agent.state import AgentInput, AgentOutput, AgentState, Budgets
-from valueagent.generation import ValueBackend
+from valueagent.runtime.generation import ValueBackend
 
 
 def agent_settings(
@@ -40,11 +40,14 @@ def agent_settings(
     segment_tokens: int = 32,
     answer_tokens: int = 512,
     steer: float | None = None,
+    gate: Gate | None = None,
 ) -> AgentSettings:
     """The resolved settings of an agent (what :func:`create_value_agent` builds from its arguments)."""
     spec = policy if isinstance(policy, PolicySpec) else policy_spec(policy)
     if steer is not None:
         spec = replace(spec, steer=float(steer))
+    if gate is not None:
+        spec = replace(spec, gate=gate)
     gate = (gate_config if gate_config is not None else GateConfig()).with_(signal=spec.signal, tests=spec.tests)
     return AgentSettings(
         policy=spec,
@@ -84,10 +87,16 @@ def create_value_agent(
     segment_tokens: int = 32,
     answer_tokens: int = 512,
     steer: float | None = None,
+    gate: Gate | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the coding agent for ``policy`` as an uncompiled ``StateGraph``.
 
-    ``backend`` (a :class:`~valueagent.generation.ValueBackend`) and ``sandbox`` are bound into the nodes
+    ``policy`` is a registered name (:func:`~valueagent.agent.policies.policy_names`) or a
+    :class:`~valueagent.agent.policies.PolicySpec`. ``gate`` replaces the gate built from ``gate_config``
+    with your own function of a :class:`~valueagent.agent.gate.GateInput` (returning a
+    :class:`~valueagent.agent.gate.GateOutcome`) on the gated topology.
+
+    ``backend`` (a :class:`~valueagent.runtime.generation.ValueBackend`) and ``sandbox`` are bound into the nodes
     now and never stored in state, so the graph checkpoints as JSON and can be embedded as a subgraph.
     ``gate_config`` carries calibrated thresholds (``valueagent.agent.calibrate.load_gate_configs``); its
     signal and test mode are forced to the policy's. The graph's input is :class:`AgentInput` (a public
@@ -96,7 +105,7 @@ def create_value_agent(
     """
     settings = agent_settings(
         policy, gate_config=gate_config, budgets=budgets, prompt=prompt,
-        segment_tokens=segment_tokens, answer_tokens=answer_tokens, steer=steer,
+        segment_tokens=segment_tokens, answer_tokens=answer_tokens, steer=steer, gate=gate,
     )
     return build_graph(backend, settings, sandbox_provider(sandbox))
 
@@ -104,7 +113,11 @@ def create_value_agent(
 def build_graph(
     backend: ValueBackend, settings: AgentSettings, sandbox: SandboxProvider
 ) -> StateGraph[Any, Any, Any, Any]:
-    """The graph topology for resolved ``settings`` (see the module doc of ``valueagent.agent.nodes``)."""
+    """The graph topology for resolved ``settings``: the policy's own, or the shared gated one (see the module
+    doc of ``valueagent.agent.nodes``)."""
+    if settings.policy.topology is not None:
+        graph: StateGraph[Any, Any, Any, Any] = settings.policy.topology(backend, settings, sandbox)
+        return graph
     graph = StateGraph(AgentState, input_schema=AgentInput, output_schema=AgentOutput)
     graph.add_node("prepare", make_prepare_node(settings))
     graph.add_node("generate", make_generate_node(backend, settings))

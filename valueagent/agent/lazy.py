@@ -1,6 +1,6 @@
 """Graphs that load their model on first use, for ``graphs/`` and the LangGraph CLI (``langgraph.json``).
 
-Nothing is loaded at import: :class:`LazyBackend` loads ``valueagent.backend.load_backend`` when the graph
+Nothing is loaded at import: :class:`LazyBackend` loads ``valueagent.runtime.backend.load_backend`` when the graph
 first generates. Settings come from the environment: ``VALUEAGENT_MODEL`` (default ``embedded``),
 ``VALUEAGENT_AXIS`` (default ``default``; ``none`` for no axis) and ``VALUEAGENT_GATE_CONFIG`` (a
 calibration file from ``valueagent calibrate``; without it gated policies run uncalibrated).
@@ -13,11 +13,11 @@ import os
 import threading
 from typing import Any
 
-from valueagent.generation import Generation, GenerationRequest, Message, ModelInfo, Scored, ValueBackend
+from valueagent.runtime.generation import Generation, GenerationRequest, Message, ModelInfo, Scored, ValueBackend
 
 
 class LazyBackend:
-    """A :class:`~valueagent.generation.ValueBackend` that loads the real one on first use."""
+    """A :class:`~valueagent.runtime.generation.ValueBackend` that loads the real one on first use."""
 
     def __init__(self, model: str | None = None, axis: str | None = None) -> None:
         self.model = model or os.environ.get("VALUEAGENT_MODEL", "embedded")
@@ -31,7 +31,7 @@ class LazyBackend:
         if self._backend is None:
             with self._lock:
                 if self._backend is None:
-                    from valueagent.backend import load_backend
+                    from valueagent.runtime.backend import load_backend
 
                     self._backend = load_backend(self.model, axis=self.axis)
         return self._backend

@@ -25,7 +25,7 @@ from valueagent.agent.state import (
     TranscriptEntry,
     public_task_dict,
 )
-from valueagent.generation import GenerationRequest, ValueBackend
+from valueagent.runtime.generation import GenerationRequest, ValueBackend
 
 
 class Node(Protocol):
@@ -177,7 +177,7 @@ def make_gate_node(settings: AgentSettings) -> Node:
     :class:`~valueagent.agent.state.AgentState` keys. Budgets turn a ``backtrack`` into ``continue`` and
     a ``run_tests`` into ``stop`` when spent; with no visible tests ``run_tests`` becomes ``accept``.
     """
-    gate = make_gate(settings.gate)
+    gate = settings.policy.gate or make_gate(settings.gate)
     cfg = settings.gate
 
     def gate_node(state: AgentState) -> dict[str, Any]:

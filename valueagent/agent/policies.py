@@ -1,4 +1,9 @@
-"""The eight policies: one graph machinery, different gates, test modes, steering and segmenting.
+"""The policy registry: a policy is a :class:`PolicySpec` registered by name, carrying its signal, its
+decision rule and (optionally) its own graph topology. The eight original policies share one graph
+machinery (different gates, test modes, steering and segmenting); search policies
+(:mod:`valueagent.agent.search`) bring their own topology. A policy from outside the package is one
+``register_policy(PolicySpec(...))`` in a module the CLI imports (``--plugin MODULE``, the
+``VALUEAGENT_PLUGINS`` variable, or the ``valueagent.policies`` entry-point group).
 
 Sampling (FACTS: greedy revisions are byte-identical, so every second try samples):
 
@@ -11,17 +16,21 @@ Sampling (FACTS: greedy revisions are byte-identical, so every second try sample
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from types import MappingProxyType
+from typing import Any, Literal, get_args
 
-from valueagent.agent.gate import GateConfig, Signal, TestsMode
+from valueagent.agent.gate import Gate, GateConfig, Signal, TestsMode
 
 PolicyName = Literal[
     "single", "always-test", "value", "steer-high", "steer-low",
     "random-gate", "logprob-gate", "value+logprob",
 ]
 POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
+"""The eight original policies (their records are read by name); :func:`policy_names` lists every registered one."""
 STEER_FRACTION = 0.168
 """The paper's strong steering setting: alpha 50 at a residual norm of ~298 (16.8%); > ~23% breaks text."""
 
@@ -60,6 +69,23 @@ class PolicySpec:
     revise: SamplingSpec = SAMPLED
     revise_mode: Literal["feedback", "fresh"] = "fresh"
     description: str = ""
+    needs_axis: bool | None = None  # None: derived from the signal and steering
+    topology: Callable[..., Any] | None = None  # (backend, settings, sandbox) -> StateGraph; None: the shared one
+    gate: Gate | None = None  # a custom gate function replacing the one built from the GateConfig
+    search: Any = None  # a search policy's parameters (valueagent.agent.search.SearchSpec)
+
+    @property
+    def reads_value(self) -> bool:
+        """Whether the policy cannot run without a value axis (it reads or steers along it)."""
+        if self.needs_axis is not None:
+            return self.needs_axis
+        return self.steer != 0 or self.signal in ("value", "value+logprob") or bool(
+            getattr(self.search, "needs_axis", False))
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether the policy has thresholds that must come from calibration."""
+        return (self.tests == "gate" and self.gate is None) or bool(getattr(self.search, "needs_calibration", False))
 
     def sampling_settings(self) -> dict[str, object]:
         """The sampling settings recorded with every result of this policy."""
@@ -83,7 +109,28 @@ def _gated(name: str, signal: Signal, description: str) -> PolicySpec:
     return PolicySpec(name=name, signal=signal, tests="gate", segmented=True, description=description)
 
 
-POLICIES: Mapping[str, PolicySpec] = {p.name: p for p in (
+_REGISTRY: dict[str, PolicySpec] = {}
+POLICIES: Mapping[str, PolicySpec] = MappingProxyType(_REGISTRY)
+"""Every registered policy by name (a read-only live view of the registry)."""
+
+
+def register_policy(spec: PolicySpec, *, replace: bool = False) -> PolicySpec:
+    """Add ``spec`` to the registry under ``spec.name``; every command then finds it. Returns ``spec``."""
+    if not spec.name or "," in spec.name or spec.name != spec.name.strip():
+        raise ValueError(f"policy name {spec.name!r} must be non-empty, without commas or surrounding spaces")
+    if spec.name in _REGISTRY and not replace and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"policy {spec.name!r} is already registered; pass replace=True to redefine it")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def policy_names() -> tuple[str, ...]:
+    """The names of every registered policy, in registration order."""
+    _load_builtin()
+    return tuple(_REGISTRY)
+
+
+for _spec in (
     _whole("single", "never", "one greedy generation; no gate, no tests (the ungated model)"),
     _whole("always-test", "always", "generate, always run the visible tests, revise on failure (Reflexion-style)"),
     _gated("value", "value", "value-gated: backtrack on low/dropping value, skip tests when value is high"),
@@ -95,15 +142,48 @@ POLICIES: Mapping[str, PolicySpec] = {p.name: p for p in (
     _gated("logprob-gate", "logprob", "the gated structure on mean token log-probability"),
     _gated("value+logprob", "value+logprob",
            "the gated structure on a logistic combination of value and log-probability"),
-)}
+):
+    register_policy(_spec)
+
+PLUGIN_ENV = "VALUEAGENT_PLUGINS"
+ENTRY_POINT_GROUP = "valueagent.policies"
+
+
+def _load_builtin() -> None:
+    """The search policies register on import of their module (kept lazy: it is not needed to name the eight)."""
+    importlib.import_module("valueagent.agent.search")
+
+
+def load_policy_plugins(modules: Sequence[str] = ()) -> list[str]:
+    """Import policy modules: ``modules``, those named in ``$VALUEAGENT_PLUGINS`` (comma-separated) and the
+    ``valueagent.policies`` entry points. Importing a module registers its policies. Returns what was loaded."""
+    from importlib.metadata import entry_points
+
+    _load_builtin()
+    names = [*modules, *(m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(",") if m.strip())]
+    loaded = []
+    for name in dict.fromkeys(names):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(f"policy plugin {name!r} cannot be imported ({exc}); put its folder on PYTHONPATH "
+                             "or install it") from None
+        loaded.append(name)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+        loaded.append(ep.value)
+    return loaded
 
 
 def policy_spec(name: str) -> PolicySpec:
     """The spec of a policy by name; raises with the list of valid names."""
+    if name not in _REGISTRY:
+        _load_builtin()
     try:
-        return POLICIES[name]
+        return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown policy {name!r}; choose one of: {', '.join(POLICY_NAMES)}") from None
+        raise ValueError(f"unknown policy {name!r}; choose one of: {', '.join(policy_names())} (a policy of your "
+                         f"own: register_policy in a module passed with --plugin)") from None
 
 
 def default_gate_config(name: str) -> GateConfig:

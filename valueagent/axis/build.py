@@ -143,10 +143,10 @@ def _estimators(acts: dict[str, list[TextActs]], sel: dict[str, Any], feats: Any
 
 
 def build_axis(loaded: Any, cfg: BuildConfig) -> dict[str, Any]:
-    """Run the whole build for ``loaded`` (a :class:`~valueagent.loading.LoadedModel`)."""
+    """Run the whole build for ``loaded`` (a :class:`~valueagent.runtime.loading.LoadedModel`)."""
     from valueagent.axis.evaluate import distinctions_for, summary_figures
     from valueagent.axis.report import plot_layers
-    from valueagent.backend import HFBackend
+    from valueagent.runtime.backend import HFBackend
 
     t0, timings = time.monotonic(), {}
     model, tok = loaded.model, loaded.tokenizer

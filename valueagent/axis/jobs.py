@@ -26,7 +26,7 @@ CODE_INSTRUCTION = (
 
 def _render(tokenizer: Any, messages: Sequence[Mapping[str, str]], content: str) -> tuple[str, int]:
     """Text of ``messages`` (ending with the assistant generation prompt) + ``content``; content offset."""
-    from valueagent.loading import render_chat
+    from valueagent.runtime.loading import render_chat
 
     head = render_chat(tokenizer, list(messages), add_generation_prompt=True)
     return head + content, len(head)

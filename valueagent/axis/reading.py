@@ -1,7 +1,7 @@
 """Teacher-forced value readings of given completions under a model and its axis.
 
 The value of a completion is the mean over its tokens of ``cos(h_t, d)`` at the axis layer — exactly
-what :class:`~valueagent.backend.HFBackend` reads per token during generation, averaged.
+what :class:`~valueagent.runtime.backend.HFBackend` reads per token during generation, averaged.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from valueagent.axis.activations import Span, TextJob, gather
 from valueagent.axis.artifact import ValueAxis
-from valueagent.layers import num_layers
+from valueagent.runtime.layers import num_layers
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Reading:
 
 def completion_job(tokenizer: Any, key: str, messages: Sequence[Mapping[str, str]], completion: str) -> TextJob:
     """The chat (generation prompt included) followed by ``completion``; one span over the completion."""
-    from valueagent.loading import render_chat
+    from valueagent.runtime.loading import render_chat
 
     head = render_chat(tokenizer, messages)
     return TextJob(key=key, text=head + completion, spans=(Span("completion", len(head), len(head) + len(completion)),))

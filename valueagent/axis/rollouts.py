@@ -3,7 +3,7 @@
 Each task gets ``samples`` attempts sampled at ``temperature`` (so both passing and failing attempts
 occur), with the agent's own prompt (:mod:`valueagent.agent.prompts`: the assistant turn prefilled
 with a ```` ```python ```` fence, stopping at the closing fence). Attempts are generated in
-concurrent batches through :class:`~valueagent.backend.HFBackend` and scored by the sandbox (the
+concurrent batches through :class:`~valueagent.runtime.backend.HFBackend` and scored by the sandbox (the
 generated code never runs in this process). Results are appended to a JSONL cache as they finish,
 so a killed run resumes where it stopped. Never pass HumanEval tasks here: HumanEval is the eval set.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 from valueagent.agent.prompts import PromptConfig, completion_for, extract_code, task_messages
 from valueagent.axis.activations import Span, TextJob
-from valueagent.generation import GenerationRequest
+from valueagent.runtime.generation import GenerationRequest
 from valueagent.tasks import Task
 
 
@@ -56,7 +56,7 @@ def _messages(task: Task, config: PromptConfig) -> list[dict[str, str]]:
 
 def rollout_job(tokenizer: Any, task: Task, rollout: Rollout, config: PromptConfig | None = None) -> TextJob:
     """The teacher-forced text of an attempt with one span: the generated tokens."""
-    from valueagent.loading import render_chat
+    from valueagent.runtime.loading import render_chat
 
     config = config or PromptConfig()
     head = render_chat(tokenizer, _messages(task, config)) + config.prefill
@@ -139,7 +139,7 @@ def collect_rollouts(
 ) -> list[Rollout]:
     """Sample ``samples`` attempts per task (those in ``cache`` are reused) and return all of them.
 
-    ``backend`` is a :class:`~valueagent.backend.HFBackend` (no axis needed); ``sandbox`` has
+    ``backend`` is a :class:`~valueagent.runtime.backend.HFBackend` (no axis needed); ``sandbox`` has
     ``score_humaneval(prompt, completion, test, entry_point)``.
     """
     if any(t.task_id.startswith("HumanEval/") for t in tasks):

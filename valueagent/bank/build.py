@@ -24,14 +24,14 @@ from valueagent.bank.store import (
     BankManifest,
     done_task_ids,
     pack_floats,
-    pack_vector,
     read_manifest,
     write_manifest,
     write_task,
 )
-from valueagent.decoding import TOP_K
-from valueagent.generation import Generation, GenerationRequest, ValueBackend
 from valueagent.runner import RunnerSandbox, score_hidden, task_seed
+from valueagent.runtime.decoding import TOP_K
+from valueagent.runtime.generation import Generation, GenerationRequest, ValueBackend
+from valueagent.signals import pack_vector
 from valueagent.tasks import Task
 
 SEED_STRIDE = 1_000_003

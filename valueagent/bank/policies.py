@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from valueagent.bank.signals import running_window, token_confidence
+from valueagent.signals import running_window, token_confidence
 
 
 @dataclass(frozen=True)

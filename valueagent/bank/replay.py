@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 
 from valueagent.bank import policies as P
-from valueagent.bank.signals import (
+from valueagent.bank.store import Bank, BankError
+from valueagent.signals import (
     FIXED,
     SIGNALS,
     SignalFn,
     fit_signals,
     running_window,
 )
-from valueagent.bank.store import Bank, BankError
 from valueagent.stats import auroc, auroc_bootstrap, conformal_threshold, mcnemar_exact, paired_bootstrap_diff, wilson
 
 RANK_SIGNALS = ("value", "logprob", "confidence", "probe", "value+logprob", "entropy", "confidence-tail",

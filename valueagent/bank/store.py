@@ -8,7 +8,6 @@ the embedded model fits in a few MB, small enough to commit.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import os
@@ -17,8 +16,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 MANIFEST = "bank.json"
 TASKS_DIR = "tasks"
@@ -74,18 +71,6 @@ class BankManifest:
 
 def pack_floats(values: Sequence[float], decimals: int = 4) -> list[float]:
     return [round(float(v), decimals) for v in values]
-
-
-def pack_vector(vec: Sequence[float] | None) -> str | None:
-    if vec is None:
-        return None
-    return base64.b64encode(np.asarray(vec, dtype="<f2").tobytes()).decode("ascii")
-
-
-def unpack_vector(text: str | None) -> np.ndarray | None:
-    if text is None:
-        return None
-    return np.frombuffer(base64.b64decode(text), dtype="<f2").astype(np.float32)
 
 
 def task_file(root: Path, task_id: str) -> Path:

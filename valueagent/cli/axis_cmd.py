@@ -44,7 +44,7 @@ axis_app = typer.Typer(help="Build, validate, import and read value axes.", no_a
 
 
 def _load(model: str, device: str | None, dtype: str | None) -> Any:
-    from valueagent.loading import load_model
+    from valueagent.runtime.loading import load_model
 
     try:
         return load_model(model, device=device, dtype=dtype)
@@ -54,7 +54,7 @@ def _load(model: str, device: str | None, dtype: str | None) -> Any:
 
 def _cpu_dtype(device: str | None, dtype: str | None) -> str | None:
     """float32 on a CPU unless asked otherwise: bf16 matmuls are 20-70x slower on CPUs without bf16 units."""
-    from valueagent.loading import resolve_device
+    from valueagent.runtime.loading import resolve_device
 
     try:
         return dtype or ("float32" if resolve_device(device) == "cpu" else None)
@@ -73,7 +73,7 @@ def _check_data(tasks: Path, episodes_dir: Path, distinctions_dir: Path, work_di
 def _axis_for(axis: str, model_id: str) -> Any:
     """Load ``axis`` (a path, or ``default`` = the shipped axis for ``model_id``)."""
     from valueagent.axis.artifact import load_axis
-    from valueagent.backend import default_axis_path
+    from valueagent.runtime.backend import default_axis_path
 
     path = default_axis_path(model_id) if axis == "default" else axis
     if path is None:

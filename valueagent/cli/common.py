@@ -22,7 +22,7 @@ DTYPE_OPT = typer.Option(
 )
 QUANTIZE_OPT = typer.Option(
     None, "--quantize", help="int8: decode through int8 linear layers (CPU, ~2-3x faster decoding; "
-    "prompts stay float32; see valueagent.quant). Default: off."
+    "prompts stay float32; see valueagent.runtime.quant). Default: off."
 )
 
 # Budgets and pools shared by `run` and `eval humaneval` (the same defaults as agent.state.Budgets).
@@ -78,14 +78,14 @@ class OneLineErrors(TyperGroup):
 def load_backend_or_fail(
     model: str, axis: str | None, device: str | None, dtype: str | None, *, random_axis_ok: bool = False,
     max_batch: int = 8, quantize: str | None = None,
-) -> Any:  # what valueagent.backend.load_backend returns (in-process or HTTP backend)
+) -> Any:  # what valueagent.runtime.backend.load_backend returns (in-process or HTTP backend)
     """Load a backend; turn known configuration errors into clean CLI errors. ``max_batch``: rows decoded
     together (commands running C tasks at once pass ``max(8, C)`` so every task in flight can join).
 
     With ``random_axis_ok`` (benchmarks only), a model without an axis gets a seeded random direction
     so hook costs can be measured; it is labelled as such and never used as a value reading.
     """
-    from valueagent.backend import load_backend
+    from valueagent.runtime.backend import load_backend
 
     axis_arg = None if axis in (None, "none", "") else axis
     try:

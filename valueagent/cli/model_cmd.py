@@ -71,7 +71,7 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Generate text and show the value reading of every generated token."""
-    from valueagent.generation import GenerationRequest
+    from valueagent.runtime.generation import GenerationRequest
 
     checks.steer(steer)
     checks.axis(axis)
@@ -126,7 +126,7 @@ def bench(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Decode throughput: plain, reading values, reading + steering, and 1 vs 4 concurrent requests."""
-    from valueagent.benchmark import run_bench
+    from valueagent.runtime.benchmark import run_bench
 
     backend = load_backend_or_fail(model, axis, device, dtype, random_axis_ok=True, quantize=quantize)
     report = run_bench(backend, tokens=tokens, repeats=repeats, progress=lambda m: print(m, file=sys.stderr))

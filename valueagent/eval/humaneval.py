@@ -143,7 +143,7 @@ async def run_humaneval(
 ) -> EvalOutcome:
     """Run the eval and write the run directory. ``on_start(total, already_done)`` precedes the first task.
 
-    ``backend`` is any :class:`~valueagent.generation.ValueBackend`, ``sandbox`` anything the runner
+    ``backend`` is any :class:`~valueagent.runtime.generation.ValueBackend`, ``sandbox`` anything the runner
     accepts (``valueagent.sandbox.Sandbox``, or a scripted fake in tests). Raises ``FileExistsError`` for a
     non-empty run directory without ``resume``, ``ConfigMismatchError`` when resuming another config.
     """

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from valueagent import __version__
-from valueagent.generation import Generation, GenerationRequest, ValueBackend
+from valueagent.runtime.generation import Generation, GenerationRequest, ValueBackend
 from valueagent.serve import openai_compat as oa
 from valueagent.serve.guards import APIError, CountRequests, LimitBody, RequireToken, install_error_handlers
 from valueagent.serve.metrics import Metrics

@@ -1,4 +1,4 @@
-"""The HTTP backend: :class:`~valueagent.generation.ValueBackend` over a ``valueagent serve`` server.
+"""The HTTP backend: :class:`~valueagent.runtime.generation.ValueBackend` over a ``valueagent serve`` server.
 
 Requests and results travel as the dataclasses' own fields (:mod:`valueagent.serve.wire`), so a run
 against ``--model http://HOST:PORT`` records what an in-process run records. Retries: every
@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from valueagent.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
+from valueagent.runtime.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
 from valueagent.serve.wire import from_json, to_json
 
 TOKEN_ENV = "VALUEAGENT_TOKEN"

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from valueagent.generation import Generation, GenerationRequest
+from valueagent.runtime.generation import Generation, GenerationRequest
 from valueagent.serve.schemas import ChatBody
 from valueagent.serve.wire import to_json
 

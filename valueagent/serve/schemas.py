@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from valueagent.generation import GenerationRequest
+from valueagent.runtime.generation import GenerationRequest
 
 STEER_LIMIT = 1.0  # |steer| beyond a full residual norm only breaks generation (FACTS: |alpha| > ~23%)
 
@@ -25,7 +25,7 @@ class ChatMessage(Strict):
 
 
 class _GenerateFields(Strict):
-    """``POST /v1/generate``: the fields of :class:`~valueagent.generation.GenerationRequest` (fields it gains
+    """``POST /v1/generate``: the fields of :class:`~valueagent.runtime.generation.GenerationRequest` (fields it gains
     later are added by :func:`_with_request_fields`) plus ``model`` and ``stream``."""
 
     model: str | None = Field(None, description="Model id or alias; omitted: the served model.")
@@ -145,7 +145,7 @@ class Open(BaseModel):
 
 
 class GenerationOut(Open):
-    """A :class:`~valueagent.generation.Generation`: ``tokens``, ``token_ids``, ``values``, ``logprobs``
+    """A :class:`~valueagent.runtime.generation.Generation`: ``tokens``, ``token_ids``, ``values``, ``logprobs``
     (and ``entropies`` where the backend reads them) hold one entry per generated token."""
 
     text: str

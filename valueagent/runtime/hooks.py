@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from valueagent.layers import block_for_layer, hidden_of, replace_hidden
+from valueagent.runtime.layers import block_for_layer, hidden_of, replace_hidden
 
 
 class AxisHook:
@@ -76,7 +76,7 @@ def steering(
 ) -> Iterator[AxisHook]:
     """Steer any forward pass (e.g. ``model.generate``) by ``alpha * unit(direction)`` at ``layer``.
 
-    ``alpha`` is in residual-stream units; use :func:`valueagent.backend.steer_alpha` to convert a
+    ``alpha`` is in residual-stream units; use :func:`valueagent.runtime.backend.steer_alpha` to convert a
     fraction of the mean residual norm. With ``generated_only``, passes over several new positions
     (the prompt) are left alone and only one-position decode steps are steered.
     """

@@ -8,13 +8,33 @@ that the backend records per generated token, and the mean residual at the axis 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from valueagent.bank.store import BankError, unpack_vector
+
+class SignalError(ValueError):
+    """A signal cannot be computed or fitted as asked; the message says what to fix."""
+
+
+def pack_vector(vec: Sequence[float] | None) -> str | None:
+    """A vector as base64 float16 (a bank's compact form of the mean residual)."""
+    if vec is None:
+        return None
+    return base64.b64encode(np.asarray(vec, dtype="<f2").tobytes()).decode("ascii")
+
+
+def unpack_vector(data: str | Sequence[float] | None) -> np.ndarray | None:
+    """The inverse of :func:`pack_vector`; a plain list of floats (a live generation) passes through."""
+    if data is None:
+        return None
+    if isinstance(data, str):
+        return np.frombuffer(base64.b64decode(data), dtype="<f2").astype(np.float32)
+    return np.asarray(data, dtype=np.float32)
+
 
 Sample = Mapping[str, Any]
 SignalFn = Callable[[Sample], float]
@@ -95,7 +115,7 @@ SIGNALS = (*FIXED, *FITTED, *CONTROLS)
 
 def check_signals(names: Sequence[str]) -> None:
     if bad := [n for n in names if n not in SIGNALS]:
-        raise BankError(f"unknown signal {bad}: choose from {', '.join(SIGNALS)}")
+        raise SignalError(f"unknown signal {bad}: choose from {', '.join(SIGNALS)}")
 
 
 @dataclass(frozen=True)
@@ -115,7 +135,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> Logistic:
     from sklearn.linear_model import LogisticRegression
 
     if len(set(y.tolist())) < 2:
-        raise BankError("the calibration samples all pass or all fail: a fitted signal needs both outcomes")
+        raise SignalError("the calibration samples all pass or all fail: a fitted signal needs both outcomes")
     mean, scale = x.mean(0), x.std(0) + 1e-8
     model = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y)
     return Logistic(mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]))
@@ -124,7 +144,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> Logistic:
 def probe_features(sample: Sample) -> np.ndarray:
     vec = unpack_vector(sample.get("hidden_mean"))
     if vec is None:
-        raise BankError("this bank has no mean residuals (hidden_mean): the probe needs a bank built with them")
+        raise SignalError("this bank has no mean residuals (hidden_mean): the probe needs a bank built with them")
     return vec.astype(np.float64)
 
 

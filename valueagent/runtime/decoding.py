@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 
-from valueagent.generation import FinishReason, Generation, GenerationRequest
-from valueagent.hooks import AxisHook, attached
+from valueagent.runtime.generation import FinishReason, Generation, GenerationRequest
+from valueagent.runtime.hooks import AxisHook, attached
 
 
 @dataclass

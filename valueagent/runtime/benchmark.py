@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from valueagent.backend import HFBackend
-from valueagent.generation import GenerationRequest
+from valueagent.runtime.backend import HFBackend
+from valueagent.runtime.generation import GenerationRequest
 
 _PROMPTS = (
     "Write a Python function that returns the n-th Fibonacci number, with a docstring.",

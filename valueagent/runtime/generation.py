@@ -102,7 +102,7 @@ class ModelInfo:
     device: str
     axis: str | None
     axis_layer: int | None
-    quantization: str | None = None  # "int8": decoding through int8 linear layers (valueagent.quant)
+    quantization: str | None = None  # "int8": decoding through int8 linear layers (valueagent.runtime.quant)
     axis_sha256: str | None = None  # the axis artifact's content hash: what a gate calibration is tied to
 
 

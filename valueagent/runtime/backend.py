@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from valueagent.axis.artifact import ValueAxis
-from valueagent.cpu_kernels import release_openmp_pool
-from valueagent.decoding import DecodeBatch, PrefixStore, Row, left_pad
-from valueagent.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
-from valueagent.hooks import AxisHook, attached
-from valueagent.layers import num_layers
+from valueagent.runtime.cpu_kernels import release_openmp_pool
+from valueagent.runtime.decoding import DecodeBatch, PrefixStore, Row, left_pad
+from valueagent.runtime.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
+from valueagent.runtime.hooks import AxisHook, attached
+from valueagent.runtime.layers import num_layers
 
 if TYPE_CHECKING:
     from valueagent.serve.client import HTTPBackend
@@ -56,7 +56,7 @@ class _Job:
 
 
 class HFBackend:
-    """A :class:`~valueagent.generation.ValueBackend` over a transformers causal LM.
+    """A :class:`~valueagent.runtime.generation.ValueBackend` over a transformers causal LM.
 
     ``axis`` may be None: generation then works and ``values`` stay empty; steering needs an axis.
     ``prefix_cache_mb`` bounds the keys and values kept for prefix reuse (0 turns reuse off): a prompt
@@ -182,7 +182,7 @@ class HFBackend:
     def _release_caller_pool(self) -> None:
         """The worker will run every forward pass: free the OpenMP pool of the thread that loaded the
         model or starts the worker, so the worker's pool is the process's only one (see
-        :func:`valueagent.cpu_kernels.release_openmp_pool`: two pools on a 2-core CPU made decode steps
+        :func:`valueagent.runtime.cpu_kernels.release_openmp_pool`: two pools on a 2-core CPU made decode steps
         1.6x slower)."""
         if self._device.type == "cpu":
             release_openmp_pool()
@@ -307,7 +307,7 @@ class HFBackend:
     # -- tokenization -----------------------------------------------------------------------------
     def prompt_text(self, request: GenerationRequest) -> str:
         if request.messages is not None:
-            from valueagent.loading import render_chat
+            from valueagent.runtime.loading import render_chat
 
             return render_chat(self.tokenizer, list(request.messages)) + request.assistant_prefix
         assert request.prompt is not None
@@ -335,7 +335,7 @@ class HFBackend:
     # -- teacher-forced scoring --------------------------------------------------------------------
     @torch.inference_mode()
     def _run_score(self, jobs: list[_Job]) -> list[Scored]:
-        from valueagent.loading import render_chat
+        from valueagent.runtime.loading import render_chat
 
         rows, starts = [], []
         for j in jobs:
@@ -420,11 +420,11 @@ def load_backend(
 ) -> HFBackend | HTTPBackend:
     """Load a model by spec and its value axis. ``axis``: ``"default"`` (the shipped axis for this
     model, or none if there is none), a path to an axis artifact, or None for no axis. ``quantize``:
-    ``"int8"`` to decode through int8 linear layers on a CPU (see :func:`valueagent.loading.load_model`).
+    ``"int8"`` to decode through int8 linear layers on a CPU (see :func:`valueagent.runtime.loading.load_model`).
     A spec ``http://HOST:PORT`` (or https) connects to a ``valueagent serve`` server instead
     (:class:`valueagent.serve.client.HTTPBackend`; the server's model, axis and dtype apply)."""
     from valueagent.axis.artifact import load_axis
-    from valueagent.loading import load_model
+    from valueagent.runtime.loading import load_model
 
     if model.startswith(("http://", "https://")):
         from valueagent.serve.client import connect_backend
