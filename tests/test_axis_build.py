@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from valueagent.axis.artifact import load_axis
-from valueagent.axis.build import BuildConfig, build_axis
-from valueagent.axis.evaluate import evaluate_axis
+from valueagent.axis.build import BuildConfig, build_axis, evaluate_axis
 from valueagent.runtime.loading import LoadedModel
 
 ROOT = Path(__file__).resolve().parents[1]

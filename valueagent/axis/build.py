@@ -1,4 +1,5 @@
-"""Build a value axis: data -> activations -> estimators -> validation -> choice -> artifact + report.
+"""Build a value axis: data -> activations -> estimators -> validation -> choice -> artifact + report;
+and ``axis eval``, the same readings of a built axis on its own held-out data.
 
 Resumable: rollouts and every text's activations are cached under ``work_dir``; a killed build
 restarts where it stopped (estimators and validation are numpy and re-run in seconds). Progress goes
@@ -21,6 +22,7 @@ from valueagent.axis import jobs
 from valueagent.axis.activations import TextActs, gather
 from valueagent.axis.artifact import ValueAxis, save_axis
 from valueagent.axis.estimators import diff_of_means, fit_probe, logistic_fit, matched_contrast
+from valueagent.axis.evaluate import distinctions_for, paired_reading, summary_figures
 from valueagent.axis.rollouts import collect_rollouts, rollout_job, split_tasks
 from valueagent.axis.selection import choose, layer_report, rollout_features, token_table
 
@@ -144,7 +146,6 @@ def _estimators(acts: dict[str, list[TextActs]], sel: dict[str, Any], feats: Any
 
 def build_axis(loaded: Any, cfg: BuildConfig) -> dict[str, Any]:
     """Run the whole build for ``loaded`` (a :class:`~valueagent.runtime.loading.LoadedModel`)."""
-    from valueagent.axis.evaluate import distinctions_for, summary_figures
     from valueagent.axis.report import plot_layers
     from valueagent.runtime.backend import HFBackend
 
@@ -227,8 +228,6 @@ def _add_test_rows(rep: dict[str, Any], dirs: dict[str, np.ndarray], acts: dict[
                    n_random: int) -> None:
     """Code-pair win rate of every estimator at every layer: the test, shown per layer for the record and
     never used for the choice."""
-    from valueagent.axis.evaluate import paired_reading
-
     for name, rows in rep["per_layer"].items():
         for li, (layer, row) in enumerate(zip(rep["layers"], rows, strict=True)):
             r = paired_reading(acts["code_test_ok"], acts["code_test_bad"], "code", li, dirs[name][layer])
@@ -237,6 +236,34 @@ def _add_test_rows(rep: dict[str, Any], dirs: dict[str, np.ndarray], acts: dict[
                 rep["controls"]["tokens"]["per_layer"][li]["test_code_random_win_rate_oriented_mean"] = \
                     r["random_win_rate_oriented_mean"]
                 rep["controls"]["test_code_logprob_win_rate"] = r["logprob_win_rate"]
+
+
+def evaluate_axis(loaded: Any, axis: Any, cfg: Any = None, *, n_random: int = 16) -> dict[str, Any]:
+    """``axis eval``: read the distinctions and held-out episodes with ``axis`` at its own layer only.
+    ``cfg`` (a :class:`BuildConfig`) says which data and how much. Code pairs come
+    from the tasks the axis's estimators never saw, when the axis records them."""
+    from valueagent.axis.reading import check_axis
+
+    check_axis(loaded.model, loaded.model_id, axis)
+    cfg = cfg or BuildConfig()
+    data = ds.load_data(cfg.episodes_dir, cfg.distinctions_dir, cfg.tasks_path)
+    sel = _select_data(data, cfg)
+    test_ids = axis.validation.get("code_test_pairs")
+    if test_ids:  # the axis's own test pairs (on tasks its estimators never saw)
+        sel["code_test"] = [p for p in data.code_pairs if p["id"] in set(test_ids)]
+    sel["ep_train"], sel["ctr_train"], sel["code_train"], sel["code_dev"] = [], [], [], []
+    groups = _jobs(loaded.tokenizer, sel, [], cfg)
+    flat = [j for g in groups.values() for j in g]
+    # All layers, in the build's cache: texts the build already read are not run again.
+    got = gather(loaded.model, loaded.tokenizer, flat, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
+                 cache_dir=work_cache(loaded, cfg), model_tag=model_tag(loaded), progress="axis eval")
+    acts, i = {}, 0
+    for name, g in groups.items():
+        acts[name], i = got[i : i + len(g)], i + len(g)
+    dist = distinctions_for(acts, sel, token_table(acts["ep_held"]), np.asarray(axis.direction), axis.layer,
+                            n_random=n_random)
+    return {"model_id": loaded.model_id, "axis_sha256": axis.sha256, "layer": axis.layer,
+            "estimator": axis.estimator, "distinctions": dist}
 
 
 def work_cache(loaded: Any, cfg: BuildConfig) -> Path:

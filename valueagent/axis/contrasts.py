@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from valueagent.axis.corpus import Paragraph, generate_corpus, sample_distinct_topics
 from valueagent.axis.criteria import Criterion, all_criteria
-from valueagent.axis.episodes import (
+from valueagent.axis.game import (
     CORPUS_SIZE,
     Message,
     PositionLabels,

@@ -157,34 +157,3 @@ def summary_figures(rep: dict[str, Any] | None, chosen: dict[str, Any], dist: di
         out.update({f"selection_{k}" if not k.startswith(("rollout", "selection")) else k: row.get(k) for k in keys})
     return out
 
-
-def evaluate_axis(loaded: Any, axis: Any, cfg: Any = None, *, n_random: int = 16) -> dict[str, Any]:
-    """``axis eval``: read the distinctions and held-out episodes with ``axis`` at its own layer only.
-    ``cfg`` (a :class:`~valueagent.axis.build.BuildConfig`) says which data and how much. Code pairs come
-    from the tasks the axis's estimators never saw, when the axis records them."""
-    from valueagent.axis import datasets as ds
-    from valueagent.axis.activations import gather
-    from valueagent.axis.build import BuildConfig, _jobs, _select_data, model_tag, work_cache
-    from valueagent.axis.reading import check_axis
-    from valueagent.axis.selection import token_table
-
-    check_axis(loaded.model, loaded.model_id, axis)
-    cfg = cfg or BuildConfig()
-    data = ds.load_data(cfg.episodes_dir, cfg.distinctions_dir, cfg.tasks_path)
-    sel = _select_data(data, cfg)
-    test_ids = axis.validation.get("code_test_pairs")
-    if test_ids:  # the axis's own test pairs (on tasks its estimators never saw)
-        sel["code_test"] = [p for p in data.code_pairs if p["id"] in set(test_ids)]
-    sel["ep_train"], sel["ctr_train"], sel["code_train"], sel["code_dev"] = [], [], [], []
-    groups = _jobs(loaded.tokenizer, sel, [], cfg)
-    flat = [j for g in groups.values() for j in g]
-    # All layers, in the build's cache: texts the build already read are not run again.
-    got = gather(loaded.model, loaded.tokenizer, flat, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
-                 cache_dir=work_cache(loaded, cfg), model_tag=model_tag(loaded), progress="axis eval")
-    acts, i = {}, 0
-    for name, g in groups.items():
-        acts[name], i = got[i : i + len(g)], i + len(g)
-    dist = distinctions_for(acts, sel, token_table(acts["ep_held"]), np.asarray(axis.direction), axis.layer,
-                            n_random=n_random)
-    return {"model_id": loaded.model_id, "axis_sha256": axis.sha256, "layer": axis.layer,
-            "estimator": axis.estimator, "distinctions": dist}

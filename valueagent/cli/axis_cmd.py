@@ -173,8 +173,7 @@ def eval_cmd(
 
     Activations are cached in --work-dir (shared with `axis build`, so texts it read are not re-run);
     on a CPU the model is loaded in float32 unless --dtype says otherwise."""
-    from valueagent.axis.build import BuildConfig
-    from valueagent.axis.evaluate import evaluate_axis
+    from valueagent.axis.build import BuildConfig, evaluate_axis
 
     checks.axis(axis)
     _check_data(tasks, episodes_dir, distinctions_dir, work_dir)

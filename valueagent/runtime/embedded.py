@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from valueagent.runtime.loading import ModelLoadError
+from valueagent.runtime.errors import ModelLoadError
 
 EMBEDDED_MODEL_ID = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
 MARKER_NAME = "valueagent-source.json"

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from valueagent.runtime.errors import ModelLoadError as ModelLoadError  # re-exported: callers catch it here
+
 if TYPE_CHECKING:
     import torch
 
@@ -30,10 +32,6 @@ _DTYPE_ALIASES = {
     "half": "float16",
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
