@@ -32,7 +32,7 @@ def load(model: str, axis: str, max_batch: int) -> Any:
         import numpy as np
 
         from tests.conftest import build_tiny_qwen3, build_tiny_tokenizer
-        from valueagent.axis.artifact import ValueAxis
+        from valueagent.runtime.artifact import ValueAxis
         from valueagent.runtime.backend import HFBackend
 
         m = build_tiny_qwen3()
@@ -101,8 +101,8 @@ def main() -> None:
     import torch
 
     from valueagent import __version__
+    from valueagent.runtime.http import HTTPBackend
     from valueagent.serve.app import create_app
-    from valueagent.serve.client import HTTPBackend
     from valueagent.serve.launch import running
 
     local = load(a.model, a.axis, max_batch=max(clients))

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 import valueagent.runtime.quant as quant
-from valueagent.axis.artifact import load_axis
+from valueagent.runtime.artifact import load_axis
 from valueagent.runtime.backend import default_axis_path
 from valueagent.runtime.loading import load_model, render_chat
 from valueagent.tasks import load_jsonl

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from valueagent.axis.artifact import AxisMismatchError, ValueAxis, load_axis, save_axis
 from valueagent.cli.main import app
+from valueagent.runtime.artifact import AxisMismatchError, ValueAxis, load_axis, save_axis
 
 
 def _axis(**kw) -> ValueAxis:

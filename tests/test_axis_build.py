@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from valueagent.axis.artifact import load_axis
 from valueagent.axis.build import BuildConfig, build_axis, evaluate_axis
+from valueagent.runtime.artifact import load_axis
 from valueagent.runtime.loading import LoadedModel
 
 ROOT = Path(__file__).resolve().parents[1]

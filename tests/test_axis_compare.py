@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from valueagent.axis.artifact import ValueAxis, save_axis
 from valueagent.cli.main import app
+from valueagent.runtime.artifact import ValueAxis, save_axis
 
 ROWS = [
     {"id": "a", "prompt": "Write a function that returns the sum of a list.",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from valueagent.axis.artifact import AxisMismatchError, ValueAxis
+from valueagent.runtime.artifact import AxisMismatchError, ValueAxis
 from valueagent.runtime.backend import HFBackend
 from valueagent.runtime.generation import GenerationRequest
 from valueagent.runtime.hooks import AxisHook, attached, steering

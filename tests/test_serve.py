@@ -14,13 +14,13 @@ import httpx
 import numpy as np
 import pytest
 
-from valueagent.axis.artifact import ValueAxis
+from valueagent.runtime.artifact import ValueAxis
 from valueagent.runtime.backend import HFBackend
 from valueagent.runtime.generation import GenerationRequest
+from valueagent.runtime.wire import to_json
 from valueagent.serve.app import ServeConfig, create_app
 from valueagent.serve.launch import check_bind, running
 from valueagent.serve.schemas import GenerateBody
-from valueagent.serve.wire import to_json
 
 MSGS = [{"role": "user", "content": "Write a function that returns the sum of a list."}]
 PER_TOKEN = ("tokens", "token_ids", "values", "logprobs", "entropies")

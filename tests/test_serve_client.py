@@ -19,7 +19,7 @@ from valueagent.agent import Budgets, GateConfig
 from valueagent.runtime.backend import load_backend
 from valueagent.runtime.generation import GenerationRequest
 from valueagent.serve.app import ServeConfig, create_app
-from valueagent.serve.client import HTTPBackend, ServerError, connect_backend
+from valueagent.runtime.http import HTTPBackend, ServerError, connect_backend
 from valueagent.serve.launch import free_port, running
 
 REQUESTS = [

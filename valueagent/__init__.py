@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "render_chat": "valueagent.runtime.loading",
     "load_backend": "valueagent.runtime.backend",
     "HFBackend": "valueagent.runtime.backend",
+    "HTTPBackend": "valueagent.runtime.http",
     "steer_alpha": "valueagent.runtime.backend",
     "GenerationRequest": "valueagent.runtime.generation",
     "Generation": "valueagent.runtime.generation",
@@ -25,10 +26,10 @@ _EXPORTS: dict[str, str] = {
     "AxisHook": "valueagent.runtime.hooks",
     "steering": "valueagent.runtime.hooks",
     # value axis artifact
-    "ValueAxis": "valueagent.axis.artifact",
-    "load_axis": "valueagent.axis.artifact",
-    "save_axis": "valueagent.axis.artifact",
-    "AxisMismatchError": "valueagent.axis.artifact",
+    "ValueAxis": "valueagent.runtime.artifact",
+    "load_axis": "valueagent.runtime.artifact",
+    "save_axis": "valueagent.runtime.artifact",
+    "AxisMismatchError": "valueagent.runtime.artifact",
     # tasks and sandbox
     "Task": "valueagent.tasks",
     "PublicTask": "valueagent.tasks",

@@ -1,1 +1,4 @@
-"""The value axis: data, estimators, validation and the stored artifact."""
+"""The value axis: data, estimators, validation and the build.
+
+The stored artifact the runtime reads is :mod:`valueagent.runtime.artifact`.
+"""

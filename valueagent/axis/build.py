@@ -20,11 +20,11 @@ import numpy as np
 from valueagent.axis import datasets as ds
 from valueagent.axis import jobs
 from valueagent.axis.activations import TextActs, gather
-from valueagent.axis.artifact import ValueAxis, save_axis
 from valueagent.axis.estimators import diff_of_means, fit_probe, logistic_fit, matched_contrast
 from valueagent.axis.evaluate import distinctions_for, paired_reading, summary_figures
 from valueagent.axis.rollouts import collect_rollouts, rollout_job, split_tasks
 from valueagent.axis.selection import choose, layer_report, rollout_features, token_table
+from valueagent.runtime.artifact import ValueAxis, save_axis
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from valueagent.axis.artifact import ValueAxis
 from valueagent.axis.reading import Reading, read_completions
+from valueagent.runtime.artifact import ValueAxis
 from valueagent.stats import paired_bootstrap_diff
 
 Item = tuple[Sequence[Mapping[str, str]], str]

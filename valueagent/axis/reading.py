@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from valueagent.axis.activations import Span, TextJob, gather
-from valueagent.axis.artifact import ValueAxis
+from valueagent.runtime.artifact import ValueAxis
 from valueagent.runtime.layers import num_layers
 
 

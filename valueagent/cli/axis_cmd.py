@@ -72,7 +72,7 @@ def _check_data(tasks: Path, episodes_dir: Path, distinctions_dir: Path, work_di
 
 def _axis_for(axis: str, model_id: str) -> Any:
     """Load ``axis`` (a path, or ``default`` = the shipped axis for ``model_id``)."""
-    from valueagent.axis.artifact import load_axis
+    from valueagent.runtime.artifact import load_axis
     from valueagent.runtime.backend import default_axis_path
 
     path = default_axis_path(model_id) if axis == "default" else axis
@@ -205,8 +205,8 @@ def score_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON lines (the default output is the same)."),
 ) -> None:
     """Teacher-forced value of each completion: one JSON line {id, value, n_tokens} per input line."""
-    from valueagent.axis.artifact import AxisMismatchError
     from valueagent.axis.reading import read_completions
+    from valueagent.runtime.artifact import AxisMismatchError
 
     rows = _read_jsonl(file)
     checks.axis(axis)
@@ -237,7 +237,7 @@ def import_cmd(
 
     import numpy as np
 
-    from valueagent.axis.artifact import axis_from_array, save_axis
+    from valueagent.runtime.artifact import axis_from_array, save_axis
 
     if not array.exists():
         fail(f"no such file: {array}")
@@ -275,8 +275,8 @@ def compare_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Value shift B - A over the same completions, with a bootstrap interval."""
-    from valueagent.axis.artifact import AxisMismatchError
     from valueagent.axis.compare import Side, value_shift
+    from valueagent.runtime.artifact import AxisMismatchError
 
     rows = _read_jsonl(file)
     checks.axis(axis_a, option="--axis-a")

@@ -67,7 +67,7 @@ def axis(value: str | None, *, option: str = "--axis") -> None:
     """``--axis``: ``default``, ``none`` or a readable value-axis file (its shape is checked once loaded)."""
     if value in (None, "", "none", "default"):
         return
-    from valueagent.axis.artifact import load_axis
+    from valueagent.runtime.artifact import load_axis
 
     hint = "pass a file from `valueagent axis build`, `default` (the shipped axis) or `none`"
     path = Path(value)

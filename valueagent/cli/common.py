@@ -96,7 +96,7 @@ def load_backend_or_fail(
     if backend.axis is None and random_axis_ok:
         import numpy as np
 
-        from valueagent.axis.artifact import ValueAxis
+        from valueagent.runtime.artifact import ValueAxis
 
         info = backend.info()
         rng = np.random.default_rng(0)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from valueagent.axis.artifact import ValueAxis
+from valueagent.runtime.artifact import ValueAxis
 from valueagent.runtime.cpu_kernels import release_openmp_pool
 from valueagent.runtime.decoding import DecodeBatch, PrefixStore, Row, left_pad
 from valueagent.runtime.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
@@ -28,7 +28,7 @@ from valueagent.runtime.hooks import AxisHook, attached
 from valueagent.runtime.layers import num_layers
 
 if TYPE_CHECKING:
-    from valueagent.serve.client import HTTPBackend
+    from valueagent.runtime.http import HTTPBackend
 
 log = logging.getLogger(__name__)
 
@@ -422,12 +422,12 @@ def load_backend(
     model, or none if there is none), a path to an axis artifact, or None for no axis. ``quantize``:
     ``"int8"`` to decode through int8 linear layers on a CPU (see :func:`valueagent.runtime.loading.load_model`).
     A spec ``http://HOST:PORT`` (or https) connects to a ``valueagent serve`` server instead
-    (:class:`valueagent.serve.client.HTTPBackend`; the server's model, axis and dtype apply)."""
-    from valueagent.axis.artifact import load_axis
+    (:class:`valueagent.runtime.http.HTTPBackend`; the server's model, axis and dtype apply)."""
+    from valueagent.runtime.artifact import load_axis
     from valueagent.runtime.loading import load_model
 
     if model.startswith(("http://", "https://")):
-        from valueagent.serve.client import connect_backend
+        from valueagent.runtime.http import connect_backend
 
         return connect_backend(model, axis=axis, device=device, dtype=dtype, quantize=quantize)
 

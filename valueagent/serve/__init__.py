@@ -1,4 +1,5 @@
-"""Serving a value-reading backend over HTTP, and the backend that talks to such a server.
+"""Serving a value-reading backend over HTTP (the backend that talks to such a server is
+:mod:`valueagent.runtime.http`).
 
 Nothing is imported until a name is used (the server needs the ``serve`` extra: fastapi, uvicorn).
 """
@@ -14,8 +15,6 @@ _EXPORTS: dict[str, str] = {
     "serve": "valueagent.serve.launch",
     "running": "valueagent.serve.launch",
     "check_bind": "valueagent.serve.launch",
-    "HTTPBackend": "valueagent.serve.client",
-    "connect_backend": "valueagent.serve.client",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,6 +20,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from valueagent import __version__
 from valueagent.runtime.generation import Generation, GenerationRequest, ValueBackend
+from valueagent.runtime.wire import from_json, to_json
 from valueagent.serve import openai_compat as oa
 from valueagent.serve.guards import APIError, CountRequests, LimitBody, RequireToken, install_error_handlers
 from valueagent.serve.metrics import Metrics
@@ -33,7 +34,6 @@ from valueagent.serve.schemas import (
     ScoreBody,
     ScoredOut,
 )
-from valueagent.serve.wire import from_json, to_json
 
 T = TypeVar("T")
 STREAM_HEADERS = {"X-Valueagent-Stream": "after-generation", "Cache-Control": "no-cache"}

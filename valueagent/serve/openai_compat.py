@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from valueagent.runtime.generation import Generation, GenerationRequest
+from valueagent.runtime.wire import to_json
 from valueagent.serve.schemas import ChatBody
-from valueagent.serve.wire import to_json
 
 
 def chat_request(body: ChatBody, *, max_new_tokens: int) -> GenerationRequest:

@@ -55,7 +55,7 @@ def _json_type(tp: Any) -> Any:
 
 def _with_request_fields(base: type[Strict]) -> type[Strict]:
     """``base`` plus every field of GenerationRequest it does not declare, typed as the dataclass types it
-    (tuples as lists; :func:`valueagent.serve.wire.from_json` turns them back)."""
+    (tuples as lists; :func:`valueagent.runtime.wire.from_json` turns them back)."""
     hints = {k: _json_type(v) for k, v in typing.get_type_hints(GenerationRequest).items()}
     extra: dict[str, Any] = {}
     for f in dataclasses.fields(GenerationRequest):

@@ -1,6 +1,6 @@
 """The HTTP backend: :class:`~valueagent.runtime.generation.ValueBackend` over a ``valueagent serve`` server.
 
-Requests and results travel as the dataclasses' own fields (:mod:`valueagent.serve.wire`), so a run
+Requests and results travel as the dataclasses' own fields (:mod:`valueagent.runtime.wire`), so a run
 against ``--model http://HOST:PORT`` records what an in-process run records. Retries: every
 ``GenerationRequest`` carries its seed (and greedy decoding needs none), so sending one again gives the
 same tokens and values; a request is retried when the server refused it (429, 502-504) or the connection
@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from valueagent.runtime.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
-from valueagent.serve.wire import from_json, to_json
+from valueagent.runtime.wire import from_json, to_json
 
 TOKEN_ENV = "VALUEAGENT_TOKEN"
 RETRY_STATUS = frozenset({429, 502, 503, 504})
