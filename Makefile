@@ -42,8 +42,10 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/bench_backend.py
 
+# lint-imports: the allowed import directions and no cycles ([tool.importlinter] in pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check valueagent graphs tests benchmarks scripts
+	$(VENV)/bin/lint-imports
 
 # Strict mypy on the package ([tool.mypy] in pyproject.toml says which flags are still off and why).
 typecheck: setup
