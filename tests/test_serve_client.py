@@ -18,8 +18,8 @@ from tests.test_serve import MSGS, tiny_backend
 from valueagent.agent import Budgets, GateConfig
 from valueagent.runtime.backend import load_backend
 from valueagent.runtime.generation import GenerationRequest
-from valueagent.serve.app import ServeConfig, create_app
 from valueagent.runtime.http import HTTPBackend, ServerError, connect_backend
+from valueagent.serve.app import ServeConfig, create_app
 from valueagent.serve.launch import free_port, running
 
 REQUESTS = [
@@ -168,8 +168,11 @@ def test_cli_run_against_a_server(served, tmp_path, monkeypatch):
     assert info.exit_code == 0, info.output
     assert json.loads(info.output)["model_id"] == "tiny"
     out = tmp_path / "run"
-    res = runner.invoke(app, ["run", str(tasks), "--policy", "value", "--model", url, "--output-dir", str(out),
-                              "--max-tokens", "48", "--answer-tokens", "32"])
+    args = ["run", str(tasks), "--policy", "value", "--model", url, "--output-dir", str(out),
+            "--max-tokens", "48", "--answer-tokens", "32"]
+    res = runner.invoke(app, args)  # the server's reading has no shipped calibration
+    assert res.exit_code == 2 and "valueagent calibrate" in res.output and not out.exists()
+    res = runner.invoke(app, [*args, "--uncalibrated"])
     assert res.exit_code == 0, res.output
     [record] = read_results(out)
     assert record["final_values"] and record["value_trace"] and record["meta"]["model"]["model_id"] == "tiny"

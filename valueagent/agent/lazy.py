@@ -3,7 +3,9 @@
 Nothing is loaded at import: :class:`LazyBackend` loads ``valueagent.runtime.backend.load_backend`` when the graph
 first generates. Settings come from the environment: ``VALUEAGENT_MODEL`` (default ``embedded``),
 ``VALUEAGENT_AXIS`` (default ``default``; ``none`` for no axis) and ``VALUEAGENT_GATE_CONFIG`` (a
-calibration file from ``valueagent calibrate``; without it gated policies run uncalibrated).
+calibration file from ``valueagent calibrate``). Without it a gated policy uses the calibration shipped
+with the axis it reads, and refuses to build when none ships, unless ``VALUEAGENT_UNCALIBRATED=1`` (it then
+never backtracks and always tests).
 """
 
 from __future__ import annotations
@@ -55,15 +57,31 @@ class LazyBackend:
 _SHARED: dict[str, LazyBackend] = {}
 
 
+def gate_config_for(policy: str, backend: LazyBackend) -> Any:  # GateConfig | None
+    """The thresholds of ``policy`` on ``backend``'s reading: ``VALUEAGENT_GATE_CONFIG``, else the shipped
+    calibration of its axis; a ValueError saying how to make one when a gated policy has none."""
+    from valueagent.agent.calibrate import load_gate_configs
+    from valueagent.agent.policies import policy_spec
+    from valueagent.agent.shipped import calibration_for, expected_reading
+
+    path = os.environ.get("VALUEAGENT_GATE_CONFIG")
+    if not path:
+        if policy_spec(policy).tests != "gate" or os.environ.get("VALUEAGENT_UNCALIBRATED") == "1":
+            return None
+        reading = expected_reading(backend.model, backend.axis)
+        found = calibration_for(reading) if reading is not None else None
+        if found is None:
+            raise ValueError(f"policy {policy!r} gates on thresholds and no calibration ships for model "
+                             f"{backend.model!r} with axis {backend.axis!r}: set VALUEAGENT_GATE_CONFIG to a file "
+                             "from `valueagent calibrate`, or VALUEAGENT_UNCALIBRATED=1")
+        path = str(found.path)
+    configs, _ = load_gate_configs(path)
+    return configs.get(policy)
+
+
 def lazy_graph(policy: str) -> Any:
     """A compiled graph for ``policy`` over a process-wide :class:`LazyBackend` (no weights loaded yet)."""
-    from valueagent.agent.calibrate import load_gate_configs
     from valueagent.agent.factory import create_value_agent
 
     backend = _SHARED.setdefault("default", LazyBackend())
-    gate_config = None
-    path = os.environ.get("VALUEAGENT_GATE_CONFIG")
-    if path:
-        configs, _ = load_gate_configs(path)
-        gate_config = configs.get(policy)
-    return create_value_agent(backend, policy=policy, gate_config=gate_config).compile()
+    return create_value_agent(backend, policy=policy, gate_config=gate_config_for(policy, backend)).compile()

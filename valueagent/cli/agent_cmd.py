@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from valueagent.cli import checks
+from valueagent.cli import checks, gates
 from valueagent.cli.common import (
     ANSWER_TOKENS_OPT,
     AXIS_OPT,
@@ -27,6 +27,7 @@ from valueagent.cli.common import (
     fail,
     load_backend_or_fail,
 )
+from valueagent.cli.gates import GATE_CONFIG_HELP, UNCALIBRATED_HELP
 
 _OUT = Path("runs/latest")
 
@@ -54,7 +55,8 @@ def run(
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     quantize: str | None = QUANTIZE_OPT,
-    gate_config: Annotated[Path | None, typer.Option("--gate-config", help="File from `calibrate`.")] = None,
+    gate_config: Annotated[Path | None, typer.Option("--gate-config", help=GATE_CONFIG_HELP)] = None,
+    uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help=UNCALIBRATED_HELP)] = False,
     split: Annotated[str, typer.Option("--split", help="eval, calibration or all.")] = "eval",
     task_ids: Annotated[str | None, typer.Option("--task-ids", help="Comma-separated task ids.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N tasks.")] = None,
@@ -70,39 +72,26 @@ def run(
     workers: int = WORKERS_OPT,
 ) -> None:
     """Run agent policies over tasks; one JSON line per (task, policy) in DIR/results.jsonl."""
-    from valueagent.agent.calibrate import check_gate_reading
     from valueagent.agent.policies import POLICIES
     from valueagent.agent.state import Budgets
     from valueagent.runner import RunConfig
 
     names = checks.policies(policy, option="--policy")
     task_list = load_tasks(tasks, split=split, limit=limit, task_ids=task_ids)
-    configs: dict[str, Any] = {}
-    segment_tokens = 32
     meta: dict[str, Any] = {"tasks": tasks, "split": split if tasks == "humaneval" else None}
     checks.axis(axis)
     checks.output_dir(output_dir, resume=resume)
-    if (loaded := checks.gate_config(gate_config)) is not None:
-        configs, document = loaded
-        segment_tokens = int(document.get("segment_tokens", segment_tokens))
-        meta["gate_config"] = {"path": str(gate_config), "created": document.get("created")}
-        overlap = set(document.get("task_ids", ())) & {t.task_id for t in task_list}
-        if overlap:
-            fail(f"{len(overlap)} tasks were used for calibration (e.g. {sorted(overlap)[0]}): evaluate on "
-                 "disjoint tasks (for humaneval: --split eval)")
-    uncalibrated = [n for n in names if POLICIES[n].tests == "gate" and n not in configs]
-    if uncalibrated:
-        typer.secho(f"warning: {uncalibrated} run uncalibrated (never backtrack, always test); pass "
-                    "--gate-config from `valueagent calibrate`", fg=typer.colors.YELLOW, err=True)
+    gate = gates.choose(gate_config, names, model=model, axis=axis, uncalibrated=uncalibrated)
+    gates.disjoint(gate, task_list)
     budgets = Budgets(backtracks=max_backtracks, test_runs=max_test_runs, revisions=max_revisions,
                       tokens=max_tokens)
     backend = load_backend_or_fail(model, axis, device, dtype, max_batch=max(8, concurrency), quantize=quantize)
     meta["model"] = asdict(backend.info())
-    if gate_config is not None:
-        try:
-            check_gate_reading(document, meta["model"], gate_config)
-        except ValueError as exc:
-            fail(str(exc))
+    gate = gates.confirm(gate, backend.info(), model=model, axis=axis)
+    gates.disjoint(gate, task_list)
+    configs = gate.configs
+    segment_tokens = int((gate.document or {}).get("segment_tokens", 32))
+    meta["gate_config"] = gate.describe()
     if meta["model"]["axis"] is None:
         if steered := [n for n in names if POLICIES[n].steer]:
             fail(f"{steered} steer along the value axis, and none is loaded: pass --axis PATH")

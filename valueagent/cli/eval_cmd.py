@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from valueagent.cli import checks
+from valueagent.cli import checks, gates
 from valueagent.cli.common import (
     ANSWER_TOKENS_OPT,
     AXIS_OPT,
@@ -24,6 +25,7 @@ from valueagent.cli.common import (
     WORKERS_OPT,
     fail,
 )
+from valueagent.cli.gates import GATE_CONFIG_HELP, UNCALIBRATED_HELP
 
 eval_app = typer.Typer(name="eval", help="Evaluate policies, summarize runs, check regressions.",
                        no_args_is_help=True)
@@ -70,7 +72,8 @@ def humaneval(
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     quantize: str | None = QUANTIZE_OPT,
-    gate_config: Annotated[Path | None, typer.Option("--gate-config", help="From `valueagent calibrate`.")] = None,
+    gate_config: Annotated[Path | None, typer.Option("--gate-config", help=GATE_CONFIG_HELP)] = None,
+    uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help=UNCALIBRATED_HELP)] = False,
     split: Annotated[str, typer.Option("--split", help="eval (default), calibration or all.")] = "eval",
     task_ids: Annotated[list[str] | None, typer.Option("--task-ids", help="Task ids (comma-separated or "
                                                         "repeated).")] = None,
@@ -105,14 +108,17 @@ def humaneval(
                         tokens=max_tokens),
     )
     try:
-        select_tasks(settings.split, limit=limit, task_ids=settings.task_ids)  # fail before loading a model
+        selected = select_tasks(settings.split, limit=limit, task_ids=settings.task_ids)  # before any model
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     checked = checks.policies(check, option="--check") if check else ()
     checks.axis(axis)
-    checks.gate_config(gate_config)
     checks.output_dir(output_dir, resume=resume)
+    gate = gates.choose(gate_config, settings.policies, model=model, axis=axis, uncalibrated=uncalibrated)
+    gates.disjoint(gate, selected)
     backend = make_backend(model, axis, device, dtype, max(8, concurrency), quantize)
+    gate = gates.confirm(gate, backend.info(), model=model, axis=axis)
+    settings = replace(settings, gate_config=gate.path)
     try:
         outcome = asyncio.run(_run(settings, backend, make_sandbox(workers)))
     except (FileExistsError, ConfigMismatchError, ValueError) as exc:
