@@ -9,6 +9,7 @@ that the backend records per generated token, and the mean residual at the axis 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,33 +119,16 @@ def check_signals(names: Sequence[str]) -> None:
         raise SignalError(f"unknown signal {bad}: choose from {', '.join(SIGNALS)}")
 
 
-@dataclass(frozen=True)
-class Logistic:
-    """A standardised L2 logistic regression (scikit-learn), kept as plain numbers."""
-
-    mean: np.ndarray
-    scale: np.ndarray
-    coef: np.ndarray
-    intercept: float
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.scale) @ self.coef + self.intercept
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> Logistic:
-    from sklearn.linear_model import LogisticRegression
-
-    if len(set(y.tolist())) < 2:
-        raise SignalError("the calibration samples all pass or all fail: a fitted signal needs both outcomes")
-    mean, scale = x.mean(0), x.std(0) + 1e-8
-    model = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y)
-    return Logistic(mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]))
+def uniform_draw(seed: int, task_id: str, index: int) -> float:
+    """A reproducible uniform number for (seed, task, sample): the random control, identical live and replayed."""
+    return int(hashlib.sha256(f"{seed}:{task_id}:{index}".encode()).hexdigest()[:12], 16) / 16**12
 
 
 def probe_features(sample: Sample) -> np.ndarray:
     vec = unpack_vector(sample.get("hidden_mean"))
     if vec is None:
-        raise SignalError("this bank has no mean residuals (hidden_mean): the probe needs a bank built with them")
+        raise SignalError("this sample has no mean residual (hidden_mean): the probe needs samples generated "
+                          "with hidden_mean=True (every bank has them)")
     return vec.astype(np.float64)
 
 
@@ -152,18 +136,56 @@ def pair_features(sample: Sample) -> np.ndarray:
     return np.asarray([FIXED["value"](sample), FIXED["logprob"](sample)])
 
 
-def fit_signals(calibration: Sequence[Sample]) -> dict[str, SignalFn]:
+FEATURES: dict[str, Callable[[Sample], np.ndarray]] = {"probe": probe_features, "value+logprob": pair_features}
+
+
+@dataclass(frozen=True)
+class Logistic:
+    """A standardised L2 logistic regression over one feature map, kept as plain numbers (JSON round trip)."""
+
+    features: str
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(((x - self.mean) / self.scale) @ self.coef + self.intercept)
+
+    def signal(self) -> SignalFn:
+        feat = FEATURES[self.features]
+        return lambda sample: float(self.score(feat(sample)[None])[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": self.features, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "coef": self.coef.tolist(), "intercept": self.intercept}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Logistic:
+        return cls(str(data["features"]), np.asarray(data["mean"], np.float64), np.asarray(data["scale"], np.float64),
+                   np.asarray(data["coef"], np.float64), float(data["intercept"]))
+
+
+def fit_logistic(features: str, samples: Sequence[Sample], c: float = 1.0) -> Logistic:
+    """Fit on samples with their hidden verdicts (calibration tasks only)."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray([bool(s["hidden_passed"]) for s in samples])
+    if len(set(y.tolist())) < 2:
+        raise SignalError("the calibration samples all pass or all fail: a fitted signal needs both outcomes")
+    x = np.stack([FEATURES[features](s) for s in samples])
+    mean, scale = x.mean(0), x.std(0) + 1e-8
+    model = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y)
+    return Logistic(features, mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]))
+
+
+def fit_signals(calibration: Sequence[Sample]) -> dict[str, Logistic]:
     """The fitted signals, trained on calibration samples (their hidden verdicts) only.
 
     ``probe``: logistic regression on the mean residual at the axis layer (C = 0.05: ~900 features, a few
     hundred samples). ``value+logprob``: logistic regression on the two mean readings."""
-    y = np.asarray([bool(s["hidden_passed"]) for s in calibration])
-    probe = fit_logistic(np.stack([probe_features(s) for s in calibration]), y, c=0.05)
-    pair = fit_logistic(np.stack([pair_features(s) for s in calibration]), y)
-    return {
-        "probe": lambda s: float(probe.score(probe_features(s)[None])[0]),
-        "value+logprob": lambda s: float(pair.score(pair_features(s)[None])[0]),
-    }
+    return {"probe": fit_logistic("probe", calibration, c=0.05),
+            "value+logprob": fit_logistic("value+logprob", calibration)}
 
 
 def score_table(samples: Sequence[Sample], fns: Mapping[str, SignalFn]) -> dict[str, np.ndarray]:

@@ -48,10 +48,10 @@ def agent_settings(
         spec = replace(spec, steer=float(steer))
     if gate is not None:
         spec = replace(spec, gate=gate)
-    gate = (gate_config if gate_config is not None else GateConfig()).with_(signal=spec.signal, tests=spec.tests)
+    config = (gate_config if gate_config is not None else GateConfig()).with_(signal=spec.signal, tests=spec.tests)
     return AgentSettings(
         policy=spec,
-        gate=gate,
+        gate=config,
         budgets=budgets if budgets is not None else Budgets(),
         prompt=prompt if prompt is not None else PromptConfig(),
         segment_tokens=segment_tokens,

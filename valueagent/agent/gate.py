@@ -54,6 +54,7 @@ class GateConfig:
     seed: int = 0
     calibrated: bool = False
     notes: str = ""
+    search: Mapping[str, Any] = field(default_factory=dict)  # a search policy's fitted parameters (agent.search)
 
     def __post_init__(self) -> None:
         if self.value_scale <= 0:
@@ -67,6 +68,7 @@ class GateConfig:
         data["value_baseline"] = list(self.value_baseline)
         data["weights"] = list(self.weights)
         data["rates"] = dict(self.rates)
+        data["search"] = dict(self.search)
         return data
 
     @classmethod

@@ -7,14 +7,13 @@ run on a task without visible tests tells nothing: it is not run and the candida
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from valueagent.signals import running_window, token_confidence
+from valueagent.signals import running_window, token_confidence, uniform_draw
 
 
 @dataclass(frozen=True)
@@ -41,11 +40,6 @@ class TaskView:
     @property
     def n(self) -> int:
         return len(self.tokens) - 1
-
-
-def uniform(seed: int, task_id: str, index: int) -> float:
-    """A reproducible uniform number for (seed, task, sample): the random control, identical live and replayed."""
-    return int(hashlib.sha256(f"{seed}:{task_id}:{index}".encode()).hexdigest()[:12], 16) / 16**12
 
 
 def single(t: TaskView) -> Outcome:
@@ -150,9 +144,9 @@ def random_stop(rate: float, seed: int) -> StopFn:
 
     def stop(t: TaskView, i: int) -> int | None:
         n = int(t.tokens[i])
-        if n < 2 or uniform(seed, t.task_id, 1000 + i) >= rate:
+        if n < 2 or uniform_draw(seed, t.task_id, 1000 + i) >= rate:
             return None
-        return 1 + int(uniform(seed, t.task_id, 2000 + i) * (n - 1))
+        return 1 + int(uniform_draw(seed, t.task_id, 2000 + i) * (n - 1))
 
     return stop
 

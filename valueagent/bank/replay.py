@@ -14,11 +14,14 @@ import numpy as np
 from valueagent.bank import policies as P
 from valueagent.bank.store import Bank, BankError
 from valueagent.signals import (
+    FITTED,
     FIXED,
-    SIGNALS,
+    Logistic,
+    SignalError,
     SignalFn,
     fit_signals,
     running_window,
+    uniform_draw,
 )
 from valueagent.stats import auroc, auroc_bootstrap, conformal_threshold, mcnemar_exact, paired_bootstrap_diff, wilson
 
@@ -26,6 +29,7 @@ RANK_SIGNALS = ("value", "logprob", "confidence", "probe", "value+logprob", "ent
                 "value-lowest", "random", "order")
 SEQ_SIGNALS = ("value", "logprob", "confidence", "probe", "random")
 STOP_SIGNALS = ("value", "confidence")
+_NEVER = 1e9  # the lowest window of a sample too short to have one (it cannot be stopped)
 RISK = 0.05
 """Conformal risk of each calibrated rule: P(accepted untested and failing), P(discarded or stopped and
 passing), each <= 5% on an exchangeable new sample."""
@@ -64,7 +68,7 @@ def _view(task: Mapping[str, Any], fns: Mapping[str, SignalFn], seed: int) -> P.
     samples = tuple(task["samples"])
     n_vis = int(task["visible_total"])
     scores = {name: np.asarray([fn(s) for s in samples], dtype=np.float64) for name, fn in fns.items()}
-    scores["random"] = np.asarray([P.uniform(seed, task["task_id"], i) for i in range(len(samples))])
+    scores["random"] = np.asarray([uniform_draw(seed, task["task_id"], i) for i in range(len(samples))])
     scores["order"] = -np.arange(len(samples), dtype=np.float64)
     return P.TaskView(
         task_id=task["task_id"],
@@ -87,13 +91,18 @@ class Calibrated:
     stop: dict[str, float] = field(default_factory=dict)
     stop_rate: dict[str, float] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
+    signals: set[str] = field(default_factory=set)
+    fitted: dict[str, Logistic] = field(default_factory=dict)
+    risk: float = RISK
+    task_ids: tuple[str, ...] = ()
 
 
 def calibrate(views: Sequence[P.TaskView], fns: dict[str, SignalFn], risk: float) -> Calibrated:
     fresh = [(v, i) for v in views for i in range(1, v.n + 1)]
+    known = set(views[0].scores) if views else set()
     passed = np.asarray([bool(v.hidden[i]) for v, i in fresh])
-    cal = Calibrated(fns=fns)
-    for sig in SEQ_SIGNALS:
+    cal = Calibrated(fns=fns, signals=known)
+    for sig in [x for x in SEQ_SIGNALS if x in known]:
         s = np.asarray([v.scores[sig][i] for v, i in fresh])
         hi = conformal_threshold(s, passed, risk, target="joint")
         lo = conformal_threshold(-s, ~passed, risk, target="joint")
@@ -108,10 +117,10 @@ def calibrate(views: Sequence[P.TaskView], fns: dict[str, SignalFn], risk: float
         lows = []
         for v, i in fresh:
             rw = running_window(trace(v.samples[i]))
-            lows.append(float(rw.min()) if len(rw) else float("inf"))
+            lows.append(float(rw.min()) if len(rw) else _NEVER)  # shorter than a window: never stopped
         low = np.asarray(lows)
         stop_th = conformal_threshold(-low, ~passed, risk, target="joint")
-        thr = -float(stop_th.threshold) if stop_th else float("-inf")
+        thr = -float(stop_th.threshold) if stop_th and stop_th.threshold > -_NEVER else float("-inf")
         cal.stop[sig] = thr
         cal.stop_rate[sig] = float((low <= thr).mean())
         cal.record[f"{sig}-stop"] = {"threshold": thr, "risk": risk, "stop_rate": cal.stop_rate[sig]}
@@ -124,10 +133,10 @@ Policy = Callable[[P.TaskView], P.Outcome]
 def policy_table(cal: Calibrated, n: int, seed: int) -> dict[str, Policy]:
     """Every replayable policy by name (the live names where a live policy exists)."""
     table: dict[str, Policy] = {"single": P.single, "always-test": P.always_test, "oracle": P.oracle}
-    for sig in RANK_SIGNALS:
+    for sig in [x for x in RANK_SIGNALS if x in cal.signals]:
         table[f"{sig}-rank"] = partial(P.rank_then_test, signal=sig)
         table[f"{sig}-top1"] = partial(P.top1, signal=sig)
-    for sig in SEQ_SIGNALS:
+    for sig in cal.seq:
         table[f"{sig}-seq"] = partial(P.sequential, signal=sig, th=cal.seq[sig])
     for sig in STOP_SIGNALS:
         table[f"{sig}-stop"] = partial(P.early_stop, stop=P.window_stop(P.STOP_TRACES[sig], cal.stop[sig]))
@@ -137,10 +146,10 @@ def policy_table(cal: Calibrated, n: int, seed: int) -> dict[str, Policy]:
     return table
 
 
-def frontier_table(n: int) -> dict[str, Policy]:
+def frontier_table(n: int, signals: set[str]) -> dict[str, Policy]:
     """Cost-varied policies for the frontier: k candidates (tokens) and at most m test runs."""
     out: dict[str, Policy] = {}
-    for sig in ("value", "logprob", "confidence", "probe", "value+logprob", "random"):
+    for sig in [x for x in ("value", "logprob", "confidence", "probe", "value+logprob", "random") if x in signals]:
         for k in range(1, n + 1):
             out[f"{sig}-rank|k={k}"] = partial(P.rank_then_test, signal=sig, k=k)
             out[f"{sig}-top1|k={k}"] = partial(P.top1, signal=sig, k=k)
@@ -204,30 +213,38 @@ def signal_quality(views: Sequence[P.TaskView], signals: Sequence[str]) -> dict[
 
 
 def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
-    """Score every policy on the bank's eval tasks with signals and thresholds fitted on its calibration tasks."""
+    """Score every policy on the bank's eval tasks with signals and thresholds fitted on its calibration tasks.
+    The result's ``gate_config`` is the document live search policies run with (``--gate-config``)."""
     start = time.perf_counter()
     calib_ids, eval_ids = split_ids(bank, config.calibration)
     calib_tasks = [t for t in bank if t["task_id"] in calib_ids]
     eval_tasks = [t for t in bank if t["task_id"] in eval_ids]
-    fitted = fit_signals([s for t in calib_tasks for s in t["samples"][1:]])
-    fns: dict[str, SignalFn] = {**FIXED, **fitted}
+    try:
+        fitted = fit_signals([s for t in calib_tasks for s in t["samples"][1:]])
+        unfitted = None
+    except SignalError as exc:  # reported in the result; every policy of a fitted signal is left out
+        fitted, unfitted = {}, str(exc)
+    fns: dict[str, SignalFn] = {**FIXED, **{name: model.signal() for name, model in fitted.items()}}
     cal_views = [_view(t, fns, config.seed) for t in calib_tasks]
     views = [_view(t, fns, config.seed) for t in eval_tasks]
     n = bank.manifest.samples
     cal = calibrate(cal_views, fns, config.risk)
+    if unfitted is not None:
+        cal.record["unfitted"] = {"signals": list(FITTED), "reason": unfitted}
+    cal.fitted, cal.risk, cal.task_ids = fitted, config.risk, tuple(sorted(calib_ids))
     table = policy_table(cal, n, config.seed)
     if config.policies is not None:
         if unknown := [p for p in config.policies if p not in table]:
             raise BankError(f"unknown replay policy {unknown}: choose from {', '.join(table)}")
         table = {p: table[p] for p in config.policies}
     results = {name: [fn(v) for v in views] for name, fn in table.items()}
-    frontier = {name: _summ([fn(v) for v in views]) for name, fn in frontier_table(n).items()}
+    frontier = {name: _summ([fn(v) for v in views]) for name, fn in frontier_table(n, cal.signals).items()}
     out: dict[str, Any] = {
         "bank": str(bank.root),
         "manifest": bank.manifest.to_dict(),
         "split": {"calibration": len(calib_tasks), "eval": len(eval_tasks)},
         "calibration": cal.record,
-        "signals": signal_quality(views, [s for s in SIGNALS if s in RANK_SIGNALS]),
+        "signals": signal_quality(views, [s for s in RANK_SIGNALS if s in cal.signals]),
         "policies": {name: _summ(outs) for name, outs in results.items()},
         "paired": {name: _paired(name, results) for name in results if name not in ("oracle",)},
         "frontier": frontier,
@@ -235,6 +252,7 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
                      for name, outs in results.items()},
     }
     out["answers"] = headline_answers(out)
+    out["gate_config"] = gate_document(out, cal)
     out["replay_s"] = round(float(time.perf_counter() - start), 2)
     return out
 
@@ -263,3 +281,35 @@ def headline_answers(out: Mapping[str, Any]) -> dict[str, Any]:
     return {"signal_order": [{"signal": s, "within_task_auroc": a, "top1": t} for s, a, t in ranked],
             "always_test_pass_at_1": target, "test_runs_to_match_always_test": runs_needed,
             "best_at_always_test_tokens": best, "always_test_tokens": budget}
+
+
+def gate_document(result: Mapping[str, Any], cal: Calibrated) -> dict[str, Any]:
+    """A gate-calibration document for the live search policies (``--gate-config``): each policy's thresholds
+    and fitted signals under ``search``, tied to the bank's reading (model and axis)."""
+    from datetime import UTC, datetime
+
+    from valueagent.agent.calibrate import FORMAT, reading_of
+    from valueagent.agent.gate import GateConfig
+
+    fitted = {name: model.to_dict() for name, model in cal.fitted.items()}
+    n = int(result["manifest"]["samples"])
+    policies: dict[str, Any] = {}
+    for sig in ("value", "logprob", "confidence", "probe", "value+logprob", "random", "order"):
+        extra: dict[str, Any] = {"samples": n, **({"fitted": {sig: fitted[sig]}} if sig in fitted else {})}
+        policies[f"{sig}-rank"] = GateConfig(signal="none", tests="never", calibrated=True, search=extra).to_dict()
+    for sig, th in cal.seq.items():
+        extra = {"samples": n, **({"fitted": {sig: fitted[sig]}} if sig in fitted else {})}
+        policies[f"{sig}-seq"] = GateConfig(signal="none", tests="never", calibrated=True, search={
+            "accept": _finite(th.accept), "discard": _finite(th.discard), **extra}).to_dict()
+    for sig, thr in cal.stop.items():
+        policies[f"{sig}-stop"] = GateConfig(signal="none", tests="never", calibrated=True,
+                                             search={"threshold": _finite(thr), "samples": n}).to_dict()
+    m = result["manifest"]
+    return {"format": FORMAT, "created": datetime.now(UTC).isoformat(timespec="seconds"), "risk": cal.risk,
+            "source": f"valueagent bank replay {result['bank']}", "task_ids": sorted(cal.task_ids),
+            "reading": reading_of(m), "policies": policies}
+
+
+def _finite(x: float) -> float | None:
+    """A threshold for JSON: None where no threshold met the risk (the rule never fires)."""
+    return float(x) if np.isfinite(x) else None

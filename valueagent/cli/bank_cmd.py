@@ -96,6 +96,9 @@ def replay_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the random control."),
     risk: float = typer.Option(0.05, "--risk", help="Conformal risk of the calibrated rules (0 < risk < 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole result as JSON."),
+    gate_config_out: Annotated[Path | None, typer.Option(
+        "--gate-config-out", help="Write the calibration of the live search policies (thresholds, probe) here, "
+        "for `valueagent run|eval --gate-config FILE`.")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Also write the JSON result (and a frontier PNG "
                                                 "and a Markdown table beside it) here; never inside the bank.")] = None,
 ) -> None:
@@ -115,6 +118,9 @@ def replay_cmd(
         result = replay(load_bank(bank_dir), ReplayConfig(seed=seed, risk=risk, calibration=calib, policies=names))
     except BankError as exc:
         fail(str(exc))
+    if gate_config_out is not None:
+        gate_config_out.parent.mkdir(parents=True, exist_ok=True)
+        gate_config_out.write_text(json.dumps(result["gate_config"], indent=1) + "\n")
     if output is not None:
         from valueagent.bank.report import write_report
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 from valueagent.cli.common import fail
 
 if TYPE_CHECKING:
+    from valueagent.runtime.generation import ModelInfo
     from valueagent.tasks import SplitName, Task
 
 STEER_LIMIT = 1.0
@@ -32,14 +34,25 @@ def split(name: str) -> SplitName:
     return name  # type: ignore[return-value]
 
 
-def policies(text: str, *, option: str = "--policies") -> tuple[str, ...]:
-    """Comma-separated policy names, in order, each once."""
-    from valueagent.agent.policies import POLICY_NAMES
+def plugins(modules: Sequence[str]) -> None:
+    """Import policy plugins (``--plugin``, ``$VALUEAGENT_PLUGINS``, entry points) so their names resolve."""
+    from valueagent.agent.policies import load_policy_plugins
 
+    try:
+        load_policy_plugins(modules)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def policies(text: str, *, option: str = "--policies") -> tuple[str, ...]:
+    """Comma-separated registered policy names, in order, each once."""
+    from valueagent.agent.policies import policy_names
+
+    known = policy_names()
     names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
-    if bad := [p for p in names if p not in POLICY_NAMES]:
-        fail(f"{option}: unknown policy {', '.join(bad)}; choose from {', '.join(POLICY_NAMES)} (comma-separated "
-             "for several)")
+    if bad := [p for p in names if p not in known]:
+        fail(f"{option}: unknown policy {', '.join(bad)}; choose from {', '.join(known)} (comma-separated "
+             "for several; your own: --plugin MODULE)")
     if not names:
         fail(f"{option} is empty; e.g. {option} value,always-test,single")
     return names
@@ -134,3 +147,23 @@ def steer(value: float) -> float:
         fail(f"--steer {value:g} is beyond ±{STEER_LIMIT:g}: it is a fraction of the mean residual norm "
              "(0.168 = 16.8%, as in the shipped comparisons); past 1 it drowns the model's own state")
     return value
+
+
+def no_axis_fix(model: str, info: ModelInfo) -> str:
+    """How to give a backend a value axis: build or import one, then load it (on the server for a URL)."""
+    target = info.model_id if model.startswith(("http://", "https://")) else model
+    use = "restart `valueagent serve` with --axis PATH" if target != model else "pass --axis PATH"
+    return (f"build one (`valueagent axis build --model {target}`) or import one (`valueagent axis import "
+            f"ARRAY.npy --model {info.model_id}`), then {use}")
+
+
+def axis_reading(names: Sequence[str], info: ModelInfo, *, model: str) -> None:
+    """Made right after the model loads, before any task runs: a policy that reads or steers along the value
+    refuses a backend without an axis (it would otherwise run as an always-test agent, reading nothing)."""
+    from valueagent.agent.policies import POLICIES
+
+    if info.has_axis:
+        return
+    if needy := [n for n in names if POLICIES[n].reads_value]:
+        fail(f"{', '.join(needy)} need{'s' if len(needy) == 1 else ''} the value reading, and {info.model_id} "
+             f"has no value axis: {no_axis_fix(model, info)}")

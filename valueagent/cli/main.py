@@ -27,9 +27,16 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     debug: bool = typer.Option(False, "--debug", help="Show the traceback behind an error."),
+    plugin: list[str] = typer.Option(  # noqa: B008 - typer's way to declare a repeatable option
+        [], "--plugin", help="Import MODULE first: policies it registers (register_policy) become usable by run, "
+        "eval and calibrate. Repeatable; also $VALUEAGENT_PLUGINS (comma-separated) and the "
+        "`valueagent.policies` entry points."),
 ) -> None:
     """valueagent command line."""
     set_debug(debug)
+    from valueagent.cli.checks import plugins
+
+    plugins(plugin)
 
 
 model_cmd.register(app)

@@ -1,0 +1,157 @@
+"""The sample bank: per-token readings from the decode pass, resumable atomic storage, and replay that
+agrees with a live run of the same policy on the same seeds (tiny random Qwen3, real sandbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_backend import make_axis
+from valueagent.agent.prompts import PromptConfig
+from valueagent.bank.build import BankSpec, build_bank, manifest_for
+from valueagent.bank.replay import ReplayConfig, replay
+from valueagent.bank.store import BankError, load_bank, task_file
+from valueagent.runtime.backend import HFBackend
+from valueagent.runtime.generation import GenerationRequest
+from valueagent.tasks import humaneval_split
+
+N = 3
+TOKENS = 12
+
+
+@pytest.fixture
+def backend(tiny_model: Any, tiny_tokenizer: Any) -> Any:
+    b = HFBackend(tiny_model, tiny_tokenizer, model_id="tiny", axis=make_axis(tiny_model), max_batch=16)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Any:
+    from valueagent.sandbox import Sandbox
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sb = Sandbox(workers=2)
+    yield sb
+    sb.close()
+
+
+def _tasks() -> tuple[Any, ...]:
+    return humaneval_split("eval")[:3]
+
+
+def _build(backend: Any, sandbox: Any, root: Path, resume: bool = False, tasks: Any = None) -> tuple[int, int]:
+    spec = BankSpec(samples=N, max_new_tokens=TOKENS, concurrency=2)
+    manifest = manifest_for(backend, spec, PromptConfig(), "humaneval", "float32 (random init)")
+    return asyncio.run(build_bank(tasks or _tasks(), backend=backend, sandbox=sandbox, root=root, spec=spec,
+                                  manifest=manifest, resume=resume))
+
+
+def test_generation_records_entropy_topk_and_mean_residual(backend: Any) -> None:
+    msgs = ({"role": "user", "content": "write add"},)
+    gen = backend.generate_sync(GenerationRequest(messages=msgs, max_new_tokens=8, temperature=0.8, seed=3,
+                                                  hidden_mean=True, ignore_eos=True))
+    n = gen.n_tokens
+    assert len(gen.entropies) == len(gen.top_logprobs) == len(gen.values) == n == 8
+    assert all(e >= 0 for e in gen.entropies)
+    # the sampled token's log-prob never beats the best one; top-k come sorted
+    assert all(t[0] >= lp - 1e-5 and t == sorted(t, reverse=True) for t, lp in zip(gen.top_logprobs, gen.logprobs,
+                                                                                   strict=True))
+    assert gen.hidden_mean is not None and len(gen.hidden_mean) == backend.info().hidden_size
+
+
+def test_shared_prefill_gives_what_separate_requests_give(backend: Any) -> None:
+    msgs = ({"role": "user", "content": "sort a list"},)
+    reqs = [GenerationRequest(messages=msgs, max_new_tokens=10, temperature=0.8, top_p=0.95, seed=s, ignore_eos=True)
+            for s in (1, 2, 3)]
+
+    async def together() -> list[Any]:
+        return list(await asyncio.gather(*(backend.generate(r) for r in reqs)))
+
+    batched = asyncio.run(together())
+    alone = [backend.generate_sync(r) for r in reqs]
+    for a, b in zip(batched, alone, strict=True):
+        assert a.token_ids == b.token_ids
+        assert a.values == pytest.approx(b.values, abs=1e-4)
+
+
+def test_exclude_first_never_takes_the_excluded_token(backend: Any) -> None:
+    msgs = ({"role": "user", "content": "x"},)
+    greedy = backend.generate_sync(GenerationRequest(messages=msgs, max_new_tokens=2, ignore_eos=True))
+    first = greedy.token_ids[0]
+    other = backend.generate_sync(GenerationRequest(messages=msgs, max_new_tokens=2, ignore_eos=True,
+                                                    exclude_first=(first,)))
+    assert other.token_ids[0] != first
+
+
+@pytest.mark.slow
+def test_bank_resumes_refuses_other_settings_and_replay_never_writes(backend: Any, sandbox: Any,
+                                                                      tmp_path: Path) -> None:
+    root = tmp_path / "bank"
+    tasks = _tasks()
+    assert _build(backend, sandbox, root, tasks=tasks[:2]) == (2, 0)
+    # an interrupted write leaves only a temporary file: resume ignores it and does the missing task
+    (root / "tasks" / "HumanEval_x.json.gz.tmp").write_bytes(b"partial")
+    with pytest.raises(BankError, match="--resume"):
+        _build(backend, sandbox, root, tasks=tasks)
+    assert _build(backend, sandbox, root, resume=True, tasks=tasks) == (1, 2)
+    bank = load_bank(root)
+    assert [t["task_id"] for t in bank] == [t.task_id for t in tasks]
+    s = bank.tasks[0]["samples"]
+    assert len(s) == N + 1 and s[0]["kind"] == "greedy" and s[0]["temperature"] == 0.0
+    assert all(len(x["values"]) == len(x["token_ids"]) == len(x["entropies"]) for x in s)
+    # another sampling setting is refused, with the fix
+    spec = BankSpec(samples=N + 1, max_new_tokens=TOKENS)
+    other = manifest_for(backend, spec, PromptConfig(), "humaneval", "float32 (random init)")
+    with pytest.raises(BankError, match="samples differ"):
+        asyncio.run(build_bank(tasks, backend=backend, sandbox=sandbox, root=root, spec=spec, manifest=other,
+                               resume=True))
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    out = replay(bank, ReplayConfig(calibration=(tasks[0].task_id,)))
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    assert before == after
+    assert out["split"] == {"calibration": 1, "eval": 2}
+    # a torn task file is named, with the fix
+    path = task_file(root, tasks[1].task_id)
+    path.write_bytes(gzip.compress(b'{"task_id": "x"')[:-3])
+    with pytest.raises(BankError, match=r"HumanEval_\d+\.json\.gz is torn or corrupt.*--resume"):
+        load_bank(root)
+
+
+def test_n_below_one_is_refused() -> None:
+    with pytest.raises(BankError, match="--samples must be >= 1"):
+        BankSpec(samples=0)
+
+
+@pytest.mark.slow
+def test_replay_agrees_with_live_search_policies(backend: Any, sandbox: Any, tmp_path: Path) -> None:
+    """Build a bank, replay it, then run the same policies live on the same seeds: same choices and costs."""
+    from valueagent.agent.calibrate import load_gate_configs
+    from valueagent.runner import RunConfig, run_tasks
+
+    root = tmp_path / "bank"
+    tasks = _tasks()
+    _build(backend, sandbox, root)
+    result = replay(load_bank(root), ReplayConfig(calibration=(tasks[0].task_id,)))
+    doc = tmp_path / "gate.json"
+    doc.write_text(json.dumps(result["gate_config"]))
+    configs, _ = load_gate_configs(doc)
+    policies = ("value-rank", "logprob-rank", "confidence-rank", "random-rank", "order-rank", "value-seq",
+                "logprob-seq")
+    out = tmp_path / "live"
+    config = RunConfig(policies=policies, output_dir=out, concurrency=2, gate_configs=configs,
+                       answer_tokens=TOKENS)
+    asyncio.run(run_tasks(tasks[1:], backend=backend, sandbox=sandbox, config=config))
+    live = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(live) == 2 * len(policies)
+    for rec in live:
+        replayed = {tid: (p, tok, tests) for tid, p, tok, tests in result["per_task"][rec["policy"]]}
+        assert (rec["passed"], rec["tokens"], rec["test_runs"]) == replayed[rec["task_id"]], rec["policy"]

@@ -1,0 +1,220 @@
+"""Search policies: a signal paired with a whole-answer action, each registered under its own name.
+
+- ``<signal>-rank`` (best of N, then tests): N fresh samples in one batch; the visible tests run in signal
+  order until one passes; with no visible tests or none passing, the top-ranked is submitted.
+- ``<signal>-seq`` (sequential gate): after each fresh sample the signal decides: accept untested
+  (``score >= accept``), discard and resample untested (``score <= discard``), or run the tests.
+- ``<signal>-stop`` (early stop): fresh samples in order, each abandoned at the first token where the mean
+  of its last 16 readings falls to the threshold; a finished one is tested; the first to pass is the answer.
+
+Samples are drawn exactly as a sample bank draws them (``valueagent.bank``): sample ``j`` (1..N) at
+temperature 0.8, top-p 0.95 with seed ``task_seed * 1_000_003 + j``, so a live run and its replay from a
+bank make the same choices. Thresholds and fitted signals (``probe``, ``value+logprob``) come from
+``bank replay --gate-config-out`` on calibration tasks, under the policy's ``search`` entry of a gate
+config; a policy that needs them refuses to run without.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from langgraph.graph import END, START, StateGraph
+
+from valueagent.agent.checks import SandboxProvider
+from valueagent.agent.nodes import SEED_STRIDE, make_prepare_node, record_reading
+from valueagent.agent.policies import SAMPLED, PolicySpec, register_policy
+from valueagent.agent.prompts import completion_for, extract_code, program_for
+from valueagent.agent.settings import AgentSettings
+from valueagent.agent.state import AgentInput, AgentOutput, AgentState, Candidate, TestRun
+from valueagent.runtime.generation import Generation, GenerationRequest, ValueBackend
+from valueagent.signals import FIXED, Logistic, SignalFn, uniform_draw
+
+Action = Literal["rank", "seq", "stop"]
+AXIS_SIGNALS = ("value", "value-lowest", "value+logprob", "probe")
+FITTED = ("probe", "value+logprob")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSpec:
+    action: Action
+    signal: str
+    samples: int = 8
+
+    @property
+    def needs_axis(self) -> bool:
+        return self.signal in AXIS_SIGNALS
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.action in ("seq", "stop") or self.signal in FITTED
+
+
+class MissingCalibration(ValueError):
+    """A search policy's thresholds or fitted signal are not in its gate config."""
+
+
+def _sample_dict(gen: Generation) -> dict[str, Any]:
+    return {"values": gen.values, "logprobs": gen.logprobs, "entropies": gen.entropies,
+            "top_logprobs": gen.top_logprobs, "hidden_mean": gen.hidden_mean, "token_ids": gen.token_ids}
+
+
+def signal_fn(name: str, fitted: Mapping[str, Any], seed: int, task_id: str) -> SignalFn | None:
+    """The live score of a sample for signal ``name`` (None for ``random``/``order``, which score by index)."""
+    if name in FIXED:
+        return FIXED[name]
+    if name in FITTED:
+        params = fitted.get(name)
+        if params is None:
+            raise MissingCalibration(f"{name} is a fitted signal and the gate config has no `search.{name}`: "
+                                     "make one with `valueagent bank replay BANK --gate-config-out FILE`")
+        return Logistic.from_dict(params).signal()
+    return None
+
+
+def index_score(name: str, seed: int, task_id: str, j: int) -> float:
+    return uniform_draw(seed, task_id, j) if name == "random" else -float(j)
+
+
+def make_search_node(backend: ValueBackend, settings: AgentSettings, sandbox: SandboxProvider) -> Any:
+    """The node that runs a search policy from the prepared state to the final answer."""
+    spec: SearchSpec = settings.policy.search
+    params = dict(settings.gate.search)
+    if spec.action == "seq" and not {"accept", "discard"} <= set(params):
+        raise MissingCalibration(f"{settings.policy.name} needs `search.accept` and `search.discard` thresholds: "
+                                 "make them with `valueagent bank replay BANK --gate-config-out FILE`")
+    if spec.action == "stop" and "threshold" not in params:
+        raise MissingCalibration(f"{settings.policy.name} needs a `search.threshold`: make it with "
+                                 "`valueagent bank replay BANK --gate-config-out FILE`")
+
+    async def search(state: AgentState) -> dict[str, Any]:
+        task = state["task"]
+        seed = int(state["seed"])
+        score_fn = signal_fn(spec.signal, params.get("fitted", {}), seed, task["task_id"])
+        used = state["used"].copy()
+        trace = list(state["trace"])
+        tests: list[TestRun] = []
+        candidates: list[Candidate] = []
+        samples: dict[int, dict[str, Any]] = {}
+
+        def request(j: int) -> GenerationRequest:
+            return GenerationRequest(
+                messages=tuple(state["messages"]), assistant_prefix=settings.prompt.prefill,
+                max_new_tokens=settings.answer_tokens, temperature=SAMPLED.temperature, top_p=SAMPLED.top_p,
+                seed=seed * SEED_STRIDE + j, stop=settings.prompt.stop, hidden_mean=spec.signal == "probe")
+
+        def add(j: int, gen: Generation) -> float:
+            sample = _sample_dict(gen)
+            code = extract_code(settings.prompt.prefill + gen.text, task["entry_point"])
+            score = score_fn(sample) if score_fn is not None else index_score(spec.signal, seed, task["task_id"], j)
+            samples[j] = {"code": code, "score": float(score), "gen": gen}
+            used["tokens"] += gen.n_tokens
+            candidates.append(Candidate(attempt=j, code=code, score=round(float(score), 6), visible_passed=None,
+                                        visible_total=None, values=[round(v, 6) for v in gen.values],
+                                        logprobs=[round(v, 6) for v in gen.logprobs]))
+            trace.append(record_reading(state, trace, kind="final", n_tokens=gen.n_tokens, score=float(score),
+                                        value=float(np.mean(gen.values)) if gen.values else None,
+                                        logprob=float(np.mean(gen.logprobs)) if gen.logprobs else None,
+                                        decision="sampled", reason=f"sample {j} scored by {spec.signal}"))
+            return float(score)
+
+        async def test(j: int) -> bool | None:
+            """Visible tests of sample j; None when the task has none (nothing is run)."""
+            if not task["visible_tests"]:
+                return None
+            from valueagent.agent.checks import _case_dict
+            from valueagent.tasks import VisibleTest
+
+            runner = await sandbox()
+            cases = [VisibleTest(t["call"], t["expected"], t["source"]) for t in task["visible_tests"]]
+            results = [_case_dict(r) for r in await runner.arun_cases(
+                program_for(task["prompt"], samples[j]["code"], task["entry_point"]), cases)]
+            passed = sum(c["passed"] for c in results)
+            used["test_runs"] += 1
+            tests.append(TestRun(attempt=j, passed=passed, total=len(results), cases=results))
+            for c in candidates:
+                if c["attempt"] == j:
+                    c["visible_passed"], c["visible_total"] = passed, len(results)
+            return passed == len(results)
+
+        chosen, reason = await _decide(spec, params, samples, request, add, test, backend)
+        out = samples[chosen]
+        trace.append(record_reading(state, trace, kind="tests", decision="accept", reason=reason,
+                                    score=out["score"]))
+        gen: Generation = out["gen"]
+        return {
+            "used": used, "trace": trace, "tests": tests, "candidates": candidates,
+            "code": out["code"], "completion": completion_for(task["prompt"], out["code"], task["entry_point"]),
+            "stop_reason": f"accept: {reason}", "final_values": [round(v, 6) for v in gen.values],
+            "final_logprobs": [round(v, 6) for v in gen.logprobs], "prompt_tokens": gen.prompt_tokens,
+            "sampling_log": [{"temperature": SAMPLED.temperature, "top_p": SAMPLED.top_p, "steer": 0.0,
+                              "seed": seed * SEED_STRIDE + j} for j in sorted(samples)],
+        }
+
+    return search
+
+
+async def _decide(spec: SearchSpec, params: Mapping[str, Any], samples: dict[int, dict[str, Any]],
+                  request: Any, add: Any, test: Any, backend: ValueBackend) -> tuple[int, str]:
+    """Run the action; returns the chosen sample and why (the same rules as ``valueagent.bank.policies``)."""
+    n = int(params.get("samples", spec.samples))  # a calibration made on a bank of N samples ranks N
+    if spec.action == "rank":
+        gens = await asyncio.gather(*(backend.generate(request(j)) for j in range(1, n + 1)))
+        for j, gen in enumerate(gens, start=1):
+            add(j, gen)
+        order = sorted(samples, key=lambda j: (-samples[j]["score"], j))
+        for j in order:
+            ok = await test(j)
+            if ok is None:
+                return order[0], f"no visible tests: top-ranked of {n} by {spec.signal}"
+            if ok:
+                return j, f"visible tests passed (rank {order.index(j) + 1} of {n} by {spec.signal})"
+        return order[0], f"no candidate passed the visible tests: top-ranked of {n} by {spec.signal}"
+    if spec.action == "seq":
+        accept, discard = params["accept"], params["discard"]  # None: that rule never fires
+        for j in range(1, n + 1):
+            s = add(j, await backend.generate(request(j)))
+            if accept is not None and s >= accept:
+                return j, f"sample {j} accepted untested ({spec.signal} {s:.3f} >= {accept:.3f})"
+            if discard is not None and s <= discard:
+                continue
+            ok = await test(j)
+            if ok is None or ok:
+                return j, f"sample {j} {'has no visible tests' if ok is None else 'passed the visible tests'}"
+        best = sorted(samples, key=lambda j: (-samples[j]["score"], j))[0]
+        return best, f"no sample accepted: top-ranked of {n} by {spec.signal}"
+    raise NotImplementedError(f"live action {spec.action!r}")  # `stop` is replay-only until decode can abort
+
+
+def build_search_graph(backend: ValueBackend, settings: AgentSettings, sandbox: SandboxProvider) -> Any:
+    """prepare -> search -> END: a whole-answer search policy's topology."""
+    graph = StateGraph(AgentState, input_schema=AgentInput, output_schema=AgentOutput)
+    graph.add_node("prepare", make_prepare_node(settings))
+    graph.add_node("search", make_search_node(backend, settings, sandbox))
+    graph.add_edge(START, "prepare")
+    graph.add_edge("prepare", "search")
+    graph.add_edge("search", END)
+    return graph
+
+
+def search_policy(name: str, action: Action, signal: str, description: str) -> PolicySpec:
+    return PolicySpec(name=name, signal="none", tests="never", segmented=False, description=description,
+                      topology=build_search_graph, search=SearchSpec(action=action, signal=signal))
+
+
+_RANK = {"value": "the value reading", "logprob": "mean log-probability",
+         "confidence": "DeepConf's lowest windowed confidence", "probe": "a probe trained on own attempts",
+         "random": "a random order (control)", "value+logprob": "value and log-prob, fitted jointly",
+         "order": "sample order (control)"}
+SEARCH_POLICIES: Sequence[PolicySpec] = (
+    *(search_policy(f"{s}-rank", "rank", s, f"best of 8 fresh samples by {d}, visible tests in that order")
+      for s, d in _RANK.items()),
+    search_policy("value-seq", "seq", "value", "after each sample: accept untested, test, or discard, by value"),
+    search_policy("logprob-seq", "seq", "logprob", "after each sample: accept untested, test, or discard, by "
+                  "mean log-prob"),
+)
+for _spec in SEARCH_POLICIES:
+    register_policy(_spec)
