@@ -54,6 +54,7 @@ class ScriptedBackend:
         return ModelInfo(
             model_id="fake/scripted", revision=None, num_layers=2, hidden_size=8, dtype="float32",
             device="cpu", axis="fake" if self.axis else None, axis_layer=1 if self.axis else None,
+            weights="float32", has_axis=bool(self.axis), per_token_values=bool(self.axis), steering=bool(self.axis),
         )
 
     def _step(self, request: GenerationRequest) -> Step:

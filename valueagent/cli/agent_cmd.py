@@ -72,7 +72,6 @@ def run(
     workers: int = WORKERS_OPT,
 ) -> None:
     """Run agent policies over tasks; one JSON line per (task, policy) in DIR/results.jsonl."""
-    from valueagent.agent.policies import POLICIES
     from valueagent.agent.state import Budgets
     from valueagent.runner import RunConfig
 
@@ -86,18 +85,13 @@ def run(
     budgets = Budgets(backtracks=max_backtracks, test_runs=max_test_runs, revisions=max_revisions,
                       tokens=max_tokens)
     backend = load_backend_or_fail(model, axis, device, dtype, max_batch=max(8, concurrency), quantize=quantize)
+    checks.axis_reading(names, backend.info(), model=model)
     meta["model"] = asdict(backend.info())
     gate = gates.confirm(gate, backend.info(), model=model, axis=axis)
     gates.disjoint(gate, task_list)
     configs = gate.configs
     segment_tokens = int((gate.document or {}).get("segment_tokens", 32))
     meta["gate_config"] = gate.describe()
-    if meta["model"]["axis"] is None:
-        if steered := [n for n in names if POLICIES[n].steer]:
-            fail(f"{steered} steer along the value axis, and none is loaded: pass --axis PATH")
-        if valued := [n for n in names if POLICIES[n].signal in ("value", "value+logprob", "random")]:
-            typer.secho(f"warning: no value axis is loaded; {valued} read no values", fg=typer.colors.YELLOW,
-                        err=True)
     from valueagent.sandbox import Sandbox
 
     sandbox = Sandbox(workers=workers)

@@ -117,6 +117,7 @@ def humaneval(
     gate = gates.choose(gate_config, settings.policies, model=model, axis=axis, uncalibrated=uncalibrated)
     gates.disjoint(gate, selected)
     backend = make_backend(model, axis, device, dtype, max(8, concurrency), quantize)
+    checks.axis_reading(settings.policies, backend.info(), model=model)
     gate = gates.confirm(gate, backend.info(), model=model, axis=axis)
     settings = replace(settings, gate_config=gate.path)
     try:

