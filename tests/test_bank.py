@@ -23,7 +23,7 @@ from valueagent.runtime.generation import GenerationRequest
 from valueagent.tasks import humaneval_split
 
 N = 3
-TOKENS = 12
+TOKENS = 24  # longer than the early-stop window (16), so the stop rules can fire
 
 
 @pytest.fixture
@@ -126,6 +126,23 @@ def test_bank_resumes_refuses_other_settings_and_replay_never_writes(backend: An
         load_bank(root)
 
 
+def test_abort_below_ends_the_decode_where_the_window_falls(backend: Any) -> None:
+    from valueagent.runtime.generation import ABORT_WINDOW
+    from valueagent.signals import WINDOW, running_window
+
+    assert ABORT_WINDOW == WINDOW
+    msgs = ({"role": "user", "content": "abc"},)
+    full = backend.generate_sync(GenerationRequest(messages=msgs, max_new_tokens=40, temperature=0.8, seed=5,
+                                                   ignore_eos=True))
+    rw = running_window(__import__("numpy").asarray(full.values))
+    threshold = float(sorted(rw)[len(rw) // 2])  # the median window: it is reached somewhere inside
+    first = int((rw <= threshold).nonzero()[0][0]) + WINDOW
+    cut = backend.generate_sync(GenerationRequest(messages=msgs, max_new_tokens=40, temperature=0.8, seed=5,
+                                                  ignore_eos=True, abort_below=("value", threshold)))
+    assert cut.finish_reason == "abort" and cut.n_tokens == first
+    assert cut.token_ids == full.token_ids[:first]
+
+
 def test_n_below_one_is_refused() -> None:
     with pytest.raises(BankError, match="--samples must be >= 1"):
         BankSpec(samples=0)
@@ -140,12 +157,16 @@ def test_replay_agrees_with_live_search_policies(backend: Any, sandbox: Any, tmp
     root = tmp_path / "bank"
     tasks = _tasks()
     _build(backend, sandbox, root)
-    result = replay(load_bank(root), ReplayConfig(calibration=(tasks[0].task_id,)))
+    # risk 0.5: with 3 calibration samples a 5% rule never fires; this one does, so stops and skips happen live
+    result = replay(load_bank(root), ReplayConfig(calibration=(tasks[0].task_id,), risk=0.5))
+    fired = [result["policies"][p]["tokens"] < result["policies"]["order-test"]["tokens"]
+             for p in ("value-stop", "confidence-stop")]
+    assert any(fired), result["calibration"]
     doc = tmp_path / "gate.json"
     doc.write_text(json.dumps(result["gate_config"]))
     configs, _ = load_gate_configs(doc)
     policies = ("value-rank", "logprob-rank", "confidence-rank", "random-rank", "order-rank", "value-seq",
-                "logprob-seq")
+                "logprob-seq", "value-stop", "confidence-stop")
     out = tmp_path / "live"
     config = RunConfig(policies=policies, output_dir=out, concurrency=2, gate_configs=configs,
                        answer_tokens=TOKENS)

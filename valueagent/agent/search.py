@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from langgraph.graph import END, START, StateGraph
@@ -30,11 +30,11 @@ from valueagent.agent.policies import SAMPLED, PolicySpec, register_policy
 from valueagent.agent.prompts import completion_for, extract_code, program_for
 from valueagent.agent.settings import AgentSettings
 from valueagent.agent.state import AgentInput, AgentOutput, AgentState, Candidate, TestRun
-from valueagent.runtime.generation import Generation, GenerationRequest, ValueBackend
+from valueagent.runtime.generation import AbortTrace, Generation, GenerationRequest, ValueBackend
 from valueagent.signals import FIXED, Logistic, SignalFn, uniform_draw
 
 Action = Literal["rank", "seq", "stop"]
-AXIS_SIGNALS = ("value", "value-lowest", "value+logprob", "probe")
+AXIS_SIGNALS = ("value", "value-lowest", "value+logprob", "probe")  # need the axis reading
 FITTED = ("probe", "value+logprob")
 
 
@@ -100,11 +100,16 @@ def make_search_node(backend: ValueBackend, settings: AgentSettings, sandbox: Sa
         candidates: list[Candidate] = []
         samples: dict[int, dict[str, Any]] = {}
 
+        abort: tuple[AbortTrace, float] | None = None
+        if spec.action == "stop" and params.get("threshold") is not None:
+            abort = (cast(AbortTrace, spec.signal), float(params["threshold"]))
+
         def request(j: int) -> GenerationRequest:
             return GenerationRequest(
                 messages=tuple(state["messages"]), assistant_prefix=settings.prompt.prefill,
                 max_new_tokens=settings.answer_tokens, temperature=SAMPLED.temperature, top_p=SAMPLED.top_p,
-                seed=seed * SEED_STRIDE + j, stop=settings.prompt.stop, hidden_mean=spec.signal == "probe")
+                seed=seed * SEED_STRIDE + j, stop=settings.prompt.stop, hidden_mean=spec.signal == "probe",
+                abort_below=abort)
 
         def add(j: int, gen: Generation) -> float:
             sample = _sample_dict(gen)
@@ -141,6 +146,13 @@ def make_search_node(backend: ValueBackend, settings: AgentSettings, sandbox: Sa
             return passed == len(results)
 
         chosen, reason = await _decide(spec, params, samples, request, add, test, backend)
+        log = [{"temperature": SAMPLED.temperature, "top_p": SAMPLED.top_p, "steer": 0.0,
+                "seed": seed * SEED_STRIDE + j} for j in sorted(samples)]
+        if chosen is None:  # every sample was abandoned: nothing to submit
+            trace.append(record_reading(state, trace, kind="tests", decision="stop", reason=reason))
+            return {"used": used, "trace": trace, "tests": tests, "candidates": candidates, "code": "",
+                    "completion": "", "stop_reason": f"stop: {reason}", "final_values": [], "final_logprobs": [],
+                    "sampling_log": log}
         out = samples[chosen]
         trace.append(record_reading(state, trace, kind="tests", decision="accept", reason=reason,
                                     score=out["score"]))
@@ -150,15 +162,14 @@ def make_search_node(backend: ValueBackend, settings: AgentSettings, sandbox: Sa
             "code": out["code"], "completion": completion_for(task["prompt"], out["code"], task["entry_point"]),
             "stop_reason": f"accept: {reason}", "final_values": [round(v, 6) for v in gen.values],
             "final_logprobs": [round(v, 6) for v in gen.logprobs], "prompt_tokens": gen.prompt_tokens,
-            "sampling_log": [{"temperature": SAMPLED.temperature, "top_p": SAMPLED.top_p, "steer": 0.0,
-                              "seed": seed * SEED_STRIDE + j} for j in sorted(samples)],
+            "sampling_log": log,
         }
 
     return search
 
 
 async def _decide(spec: SearchSpec, params: Mapping[str, Any], samples: dict[int, dict[str, Any]],
-                  request: Any, add: Any, test: Any, backend: ValueBackend) -> tuple[int, str]:
+                  request: Any, add: Any, test: Any, backend: ValueBackend) -> tuple[int | None, str]:
     """Run the action; returns the chosen sample and why (the same rules as ``valueagent.bank.policies``)."""
     n = int(params.get("samples", spec.samples))  # a calibration made on a bank of N samples ranks N
     if spec.action == "rank":
@@ -186,7 +197,20 @@ async def _decide(spec: SearchSpec, params: Mapping[str, Any], samples: dict[int
                 return j, f"sample {j} {'has no visible tests' if ok is None else 'passed the visible tests'}"
         best = sorted(samples, key=lambda j: (-samples[j]["score"], j))[0]
         return best, f"no sample accepted: top-ranked of {n} by {spec.signal}"
-    raise NotImplementedError(f"live action {spec.action!r}")  # `stop` is replay-only until decode can abort
+    # stop: each sample aborts inside the decode loop when its window falls to the threshold
+    finished = []
+    for j in range(1, n + 1):
+        gen = await backend.generate(request(j))
+        add(j, gen)
+        if gen.finish_reason == "abort":
+            continue
+        finished.append(j)
+        ok = await test(j)
+        if ok is None or ok:
+            return j, f"sample {j} {'has no visible tests' if ok is None else 'passed the visible tests'}"
+    if finished:
+        return finished[0], "no finished sample passed the visible tests: the first finished one"
+    return None, f"all {n} samples were abandoned by the {spec.signal} window"
 
 
 def build_search_graph(backend: ValueBackend, settings: AgentSettings, sandbox: SandboxProvider) -> Any:
@@ -215,6 +239,10 @@ SEARCH_POLICIES: Sequence[PolicySpec] = (
     search_policy("value-seq", "seq", "value", "after each sample: accept untested, test, or discard, by value"),
     search_policy("logprob-seq", "seq", "logprob", "after each sample: accept untested, test, or discard, by "
                   "mean log-prob"),
+    search_policy("value-stop", "stop", "value", "fresh samples in order, each abandoned when its windowed value "
+                  "falls to the threshold; finished ones tested"),
+    search_policy("confidence-stop", "stop", "confidence", "fresh samples in order, each abandoned when its "
+                  "DeepConf window confidence falls to the threshold; finished ones tested"),
 )
 for _spec in SEARCH_POLICIES:
     register_policy(_spec)

@@ -155,6 +155,14 @@ def no_stop(t: TaskView, i: int) -> int | None:
     return None
 
 
+def abandoned(t: TaskView, i: int, cut: int | None) -> bool:
+    """Whether a cut at ``cut`` tokens ends sample ``i`` early. A live decode checks the stop string and the
+    length limit before the abort rule, and learns of an end-of-sequence only at the next token: a cut at
+    the sample's last token abandons it only when it ended by EOS."""
+    n = int(t.tokens[i])
+    return cut is not None and (cut < n or (cut == n and t.samples[i].get("finish_reason") == "eos"))
+
+
 def early_stop(t: TaskView, stop: StopFn) -> Outcome:
     """Fresh samples in order; a sample whose signal falls below the threshold is abandoned there (its tokens
     so far are spent); a finished one gets the visible tests; the first to pass is the answer. None passing:
@@ -163,7 +171,8 @@ def early_stop(t: TaskView, stop: StopFn) -> Outcome:
     finished: list[int] = []
     for i in range(1, t.n + 1):
         cut = stop(t, i)
-        if cut is not None and cut < int(t.tokens[i]):
+        if abandoned(t, i, cut):
+            assert cut is not None
             tokens += cut
             continue
         tokens += int(t.tokens[i])

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 
-from valueagent.runtime.generation import FinishReason, Generation, GenerationRequest
+from valueagent.runtime.generation import ABORT_WINDOW, FinishReason, Generation, GenerationRequest
 from valueagent.runtime.hooks import AxisHook, attached
 
 
@@ -52,6 +52,16 @@ TOP_K = 5
 """Top log-probabilities kept per generated token (DeepConf's token confidence is minus their mean)."""
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each (1, kv_heads, T, head_dim)
+
+
+def _window_low(row: Row, trace: str, threshold: float) -> bool:
+    """Whether the mean of the row's last ``ABORT_WINDOW`` readings of ``trace`` is <= ``threshold``."""
+    w = ABORT_WINDOW
+    if trace == "value":
+        recent = row.vals[-w:] if len(row.vals) >= w else None
+    else:  # DeepConf's token confidence: minus the mean of the top-k log-probs
+        recent = [-sum(t) / len(t) for t in row.tops[-w:]] if len(row.tops) >= w else None
+    return recent is not None and sum(recent) / w <= threshold
 
 
 class PrefixStore:
@@ -269,6 +279,8 @@ class DecodeBatch:
                 row.finish = "stop"
             elif len(row.toks) >= r.max_new_tokens:
                 row.finish = "length"
+            elif r.abort_below is not None and _window_low(row, *r.abort_below):
+                row.finish = "abort"
         self.pending, self.pending_lp = self._sample(self.rows, out.logits[:, -1, :])
         return done + self._remove_finished(store)
 

@@ -8,7 +8,10 @@ from typing import Literal, Protocol, runtime_checkable
 Message = dict[str, str]
 """A chat message: ``{"role": "system" | "user" | "assistant", "content": str}``."""
 
-FinishReason = Literal["stop", "length", "eos"]
+FinishReason = Literal["stop", "length", "eos", "abort"]
+AbortTrace = Literal["value", "confidence"]
+ABORT_WINDOW = 16
+"""Tokens averaged by an ``abort_below`` rule (the window of ``valueagent.signals``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,7 +26,10 @@ class GenerationRequest:
     ``seed`` per request so results do not depend on what else shares the batch (fp32).
     ``exclude_first``: token ids the first generated token must not be (a branch that may not repeat the
     token it replaces). ``hidden_mean``: also return the mean residual at the axis layer over the
-    generated tokens (the input of a supervised probe).
+    generated tokens (the input of a supervised probe). ``abort_below``: ``(trace, threshold)`` ends the
+    generation (finish reason ``abort``) at the first token where the mean of the last ``ABORT_WINDOW``
+    readings of ``trace`` (``value``, or DeepConf's token ``confidence``) is <= ``threshold``: an early stop
+    decided inside the decode loop, so no token is spent after it.
     """
 
     messages: tuple[Message, ...] | None = None
@@ -39,6 +45,7 @@ class GenerationRequest:
     ignore_eos: bool = False
     exclude_first: tuple[int, ...] = ()
     hidden_mean: bool = False
+    abort_below: tuple[AbortTrace, float] | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
