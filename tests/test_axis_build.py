@@ -52,7 +52,11 @@ def test_build_then_eval_on_a_tiny_model(tmp_path, tiny_tokenizer, monkeypatch):
     assert (tmp_path / "report/layers.png").stat().st_size > 1000
     assert result["summary"]["layer"] == axis.layer
     cached = len(list((tmp_path / "work").rglob("*.npz")))
-    build_axis(loaded, cfg)  # resumes: nothing new is computed
+    with pytest.raises(FileExistsError, match="--overwrite"):  # a finished build is not written over
+        build_axis(loaded, cfg)
+    from dataclasses import replace
+
+    build_axis(loaded, replace(cfg, overwrite=True))  # resumes: nothing new is computed
     assert len(list((tmp_path / "work").rglob("*.npz"))) == cached
     np.testing.assert_array_equal(load_axis(cfg.out).direction, axis.direction)
     ev = evaluate_axis(loaded, axis, cfg, n_random=3)

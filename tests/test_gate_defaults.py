@@ -65,9 +65,11 @@ class _Embedded(ScriptedBackend):
     """A scripted backend that reports the embedded model's reading (the shipped axis)."""
 
     def info(self) -> ModelInfo:
+        from dataclasses import replace
+
         axis = load_axis(shipped_axis_path(EMBEDDED_ID))  # type: ignore[arg-type]
-        return ModelInfo(model_id=EMBEDDED_ID, revision=None, num_layers=24, hidden_size=896, dtype="float32",
-                         device="cpu", axis="default", axis_layer=axis.layer, axis_sha256=axis.sha256)
+        return replace(super().info(), model_id=EMBEDDED_ID, num_layers=24, hidden_size=896, axis="default",
+                       axis_layer=axis.layer, axis_sha256=axis.sha256)
 
 
 def _step(request: GenerationRequest, i: int) -> Step:

@@ -82,7 +82,7 @@ def calibration_for(reading: Reading, variant: str = DEFAULT_VARIANT) -> Shipped
     return next((c for c in calibrations_for(reading) if c.variant == variant), None)
 
 
-def _model_id(spec: str) -> str | None:
+def expected_model_id(spec: str) -> str | None:
     """The model id ``valueagent.runtime.loading.load_model`` will report for ``spec``; None for a server."""
     if spec.startswith(("http://", "https://")):
         return None
@@ -101,7 +101,7 @@ def expected_reading(model: str, axis: str | None) -> Reading | None:
     """The reading ``load_backend(model, axis=axis)`` will have, known without loading weights; None when
     only the loaded backend can tell (a ``valueagent serve`` server). ``axis``: ``default``, a path, or
     ``none``/None. Raises what :func:`valueagent.runtime.artifact.load_axis` raises for a bad axis file."""
-    model_id = _model_id(model)
+    model_id = expected_model_id(model)
     if model_id is None:
         return None
     if axis in (None, "", "none"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,13 @@ class BuildConfig:
     max_tokens: int = 4096
     seed: int = 0
     context: jobs.Context = "discovery"
-    episodes_dir: str = "tasks/episodes"
-    distinctions_dir: str = "tasks/distinctions"
-    tasks_path: str = "tasks/synthetic_code/tasks.jsonl"
-    work_dir: str = "runs/axis_build"
-    report_dir: str = "evals/axis"
-    out: str | None = None
+    episodes_dir: str = field(default_factory=lambda: str(ds.shipped_data()[0]))
+    distinctions_dir: str = field(default_factory=lambda: str(ds.shipped_data()[1]))
+    tasks_path: str = field(default_factory=lambda: str(ds.shipped_data()[2]))
+    work_dir: str = field(default_factory=lambda: str(user_dir() / "axis_build"))
+    report_dir: str | None = None  # None: beside the axis (:func:`default_report_dir`)
+    out: str | None = None  # None: the user's axis directory (:func:`default_out`)
+    overwrite: bool = False  # write over an existing axis or report (a shipped one included)
     command: str = ""
 
 
@@ -149,6 +150,9 @@ def build_axis(loaded: Any, cfg: BuildConfig) -> dict[str, Any]:
     from valueagent.axis.report import plot_layers
     from valueagent.runtime.backend import HFBackend
 
+    out = Path(cfg.out) if cfg.out else default_out(loaded.model_id)
+    rdir = Path(cfg.report_dir) if cfg.report_dir else default_report_dir(out)
+    check_outputs(out, rdir, overwrite=cfg.overwrite)
     t0, timings = time.monotonic(), {}
     model, tok = loaded.model, loaded.tokenizer
     work = Path(cfg.work_dir) / loaded.model_id.replace("/", "--").lower()
@@ -204,8 +208,7 @@ def build_axis(loaded: Any, cfg: BuildConfig) -> dict[str, Any]:
                      model_revision=loaded.revision, hidden_size=direction.shape[0], num_layers=n_layers,
                      estimator=est, residual_norm_mean=float(norms.mean()), residual_norm_std=float(norms.std()),
                      data_hash=data.data_hash, validation=validation, per_layer=dirs[est].astype(np.float32),
-                     notes=f"built by `{cfg.command}`; see {cfg.report_dir}/report.json")
-    out = Path(cfg.out) if cfg.out else default_out(loaded.model_id)
+                     notes=f"built by `{cfg.command}`; see {rdir}/report.json")
     save_axis(axis, out)
     timings["total_s"] = time.monotonic() - t0
     report = {"model_id": loaded.model_id, "revision": loaded.revision, "dtype": loaded.dtype,
@@ -215,7 +218,6 @@ def build_axis(loaded: Any, cfg: BuildConfig) -> dict[str, Any]:
               "rollouts": {"n": len(rollouts), "passed": int(sum(r.passed for r in rollouts))},
               "probe": None if probe is None else {"oof_auroc": probe.oof_auroc.tolist(), "lam": probe.lam.tolist()},
               **rep}
-    rdir = Path(cfg.report_dir)
     rdir.mkdir(parents=True, exist_ok=True)
     (rdir / "report.json").write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
     plot_layers(report, rdir / "layers.png")
@@ -283,12 +285,42 @@ def _token_norms(acts: list[TextActs], layer: int) -> np.ndarray:
     return np.concatenate(rows).astype(np.float32)
 
 
+def user_dir() -> Path:
+    """Where builds write by default: ``axes/`` and ``axis_build/`` in the user cache
+    (``$VALUEAGENT_CACHE``, else ``~/.cache/valueagent``), never inside the installed package."""
+    from valueagent.runtime.embedded import cache_root
+
+    return cache_root()
+
+
 def default_out(model_id: str) -> Path:
-    """Where the package's shipped axis for ``model_id`` lives (what ``default_axis_path`` finds)."""
+    """The axis a build writes for ``model_id`` when no ``--out`` is given (in the user cache)."""
+    return user_dir() / "axes" / f"{model_id.replace('/', '--').lower()}.safetensors"
+
+
+def default_report_dir(out: Path) -> Path:
+    """The report of the axis ``out`` when no ``--report-dir`` is given: ``<out stem>.report/`` beside it."""
+    return out.with_name(f"{out.stem}.report")
+
+
+def _shipped(path: Path) -> bool:
     from importlib.resources import files
 
-    slug = model_id.replace("/", "--").lower()
-    return Path(str(files("valueagent"))) / "data" / "axes" / f"{slug}.safetensors"
+    package = Path(str(files("valueagent"))).resolve()
+    return path.resolve().is_relative_to(package)
+
+
+def check_outputs(out: Path, report_dir: Path, *, overwrite: bool) -> None:
+    """Refuse (FileExistsError) to write over an existing axis or report unless ``overwrite``: a shipped
+    axis, or a committed report, is replaced only when asked. Resuming a killed build is unaffected (the
+    axis and report are written at its end)."""
+    if overwrite:
+        return
+    for path in (out, report_dir / "report.json"):
+        if path.exists():
+            what = "the axis shipped with the package" if _shipped(path) else "an earlier build's output"
+            raise FileExistsError(f"{path} exists ({what}): choose another --out/--report-dir, or pass "
+                                  "--overwrite to replace it")
 
 
 def _json_default(x: Any) -> Any:

@@ -1,7 +1,8 @@
 """The frozen value-axis data read from the folders the caller names, and seeded stratified subsets.
 
-The package never reads ``tasks/`` by itself: the CLI passes the folders (by default the repo's
-``tasks/episodes``, ``tasks/distinctions`` and ``tasks/synthetic_code/tasks.jsonl``).
+The frozen data ships as package data (``valueagent/data/episodes``, ``distinctions`` and
+``synthetic_code``; the repository's ``tasks/`` folders link to them, beside their recipes' READMEs), so an
+installed package builds and evaluates axes from any folder. Callers may name other folders.
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ T = TypeVar("T")
 Record = dict[str, Any]
 
 
+def shipped_data() -> tuple[Path, Path, Path]:
+    """The package's frozen data: (episodes dir, distinctions dir, synthetic training tasks file)."""
+    from importlib.resources import files
+
+    root = Path(str(files("valueagent"))) / "data"
+    return root / "episodes", root / "distinctions", root / "synthetic_code" / "tasks.jsonl"
+
+
 def _jsonl(path: Path) -> list[Record]:
     if not path.exists():
-        raise FileNotFoundError(f"missing {path}; regenerate it with the recipe in {path.parent}/README.md")
+        raise FileNotFoundError(f"missing {path}; regenerate it with the recipe in {path.parent}/README.md (the "
+                                f"package ships the frozen data in {shipped_data()[0].parent})")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -46,7 +56,7 @@ def load_data(episodes_dir: str | Path, distinctions_dir: str | Path, tasks_path
         if manifest.exists():
             h.update(json.loads(manifest.read_text()).get("data_sha256", "").encode())
     if not tp.exists():
-        raise FileNotFoundError(f"missing training tasks {tp}; see tasks/synthetic_code/README.md")
+        raise FileNotFoundError(f"missing training tasks {tp}; the package ships them in {shipped_data()[2]}")
     h.update(hashlib.sha256(tp.read_bytes()).hexdigest().encode())
     tasks = load_jsonl(tp)
     if any(t.task_id.startswith("HumanEval/") for t in tasks):

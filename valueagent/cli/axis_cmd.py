@@ -14,17 +14,24 @@ from valueagent.cli import checks
 from valueagent.cli.common import AXIS_OPT, DEVICE_OPT, DTYPE_OPT, MODEL_OPT, fail
 
 _BUILD_OUT = typer.Option(
-    None, "--out", help="Axis path (.safetensors); default: the package's shipped-axis location for the model."
+    None, "--out", help="Axis path (.safetensors); default: axes/<model>.safetensors in the user cache "
+    "($VALUEAGENT_CACHE, else ~/.cache/valueagent), never the package's shipped axis."
 )
-_REPORT_DIR = typer.Option(Path("evals/axis"), "--report-dir", help="Where the report JSON and PNG go.")
+_REPORT_DIR = typer.Option(None, "--report-dir", help="Where the report JSON and PNG go (default: "
+                           "<axis stem>.report/ beside the axis).")
 _WORK_DIR = typer.Option(
-    Path("runs/axis_build"), "--work-dir", help="Resumable cache of rollouts and activations (delete to start over)."
+    None, "--work-dir", help="Resumable cache of rollouts and activations (default: axis_build/ in the user "
+    "cache; delete it to start over)."
 )
+_OVERWRITE = typer.Option(False, "--overwrite", help="Write over an existing axis or report (the shipped axis "
+                          "or a committed report included).")
 _TASKS = typer.Option(
-    Path("tasks/synthetic_code/tasks.jsonl"), "--tasks", help="Training coding tasks for the probe (never HumanEval)."
+    None, "--tasks", help="Training coding tasks for the probe (never HumanEval; default: the package's)."
 )
-_EPISODES_DIR = typer.Option(Path("tasks/episodes"), "--episodes-dir", help="Frozen episodes and contrasts.")
-_DISTINCTIONS_DIR = typer.Option(Path("tasks/distinctions"), "--distinctions-dir", help="Frozen distinction data.")
+_EPISODES_DIR = typer.Option(None, "--episodes-dir", help="Frozen episodes and contrasts (default: the "
+                             "package's).")
+_DISTINCTIONS_DIR = typer.Option(None, "--distinctions-dir", help="Frozen distinction data (default: the "
+                                 "package's).")
 _EPISODES = typer.Option(40, "--episodes", min=10, help="Labelled episodes read (60% training criteria, 40% "
                          "held-out criteria).")
 _CONTRASTS = typer.Option(16, "--contrast-groups", min=2, help="Matched success/failure groups read (half "
@@ -34,6 +41,8 @@ _CODE_PAIRS = typer.Option(None, "--code-pairs-per-kind", min=1, help="Code pair
                            "training).")
 _DISTINCTION_PAIRS = typer.Option(None, "--distinction-pairs", min=2, help="Confidence pairs and backtracking "
                                   "groups read (default: 40 and 30).")
+_MAX_TEXT_TOKENS = typer.Option(4096, "--max-text-tokens", min=16, help="Longest text read, in tokens (a longer "
+                                "one is an error: it bounds activation memory).")
 _JSONL_ARG = typer.Argument(..., help='JSONL with {"id", "prompt", "completion"} per line.')
 _ARRAY_ARG = typer.Argument(
     ..., help="The paper's value_axis.npy: (num_layers + 1, hidden), indexed like hidden_states."
@@ -62,12 +71,43 @@ def _cpu_dtype(device: str | None, dtype: str | None) -> str | None:
         fail(str(exc))
 
 
-def _check_data(tasks: Path, episodes_dir: Path, distinctions_dir: Path, work_dir: Path) -> None:
-    """The data an axis build or eval reads, and its cache directory, before the model loads."""
-    checks.existing(tasks, option="--tasks", what="the training coding tasks")
-    checks.existing(episodes_dir, option="--episodes-dir", what="the frozen episodes and contrasts")
-    checks.existing(distinctions_dir, option="--distinctions-dir", what="the frozen distinction data")
-    checks.directory(work_dir, option="--work-dir")
+def _data_paths(tasks: Path | None, episodes_dir: Path | None, distinctions_dir: Path | None,
+                work_dir: Path | None) -> dict[str, Any]:
+    """BuildConfig fields for the data an axis build or eval reads (the package's unless named) and its
+    cache directory, each checked before the model loads."""
+    from valueagent.axis.build import BuildConfig
+
+    default = BuildConfig()
+    for path, option, what in ((tasks, "--tasks", "the training coding tasks"),
+                               (episodes_dir, "--episodes-dir", "the frozen episodes and contrasts"),
+                               (distinctions_dir, "--distinctions-dir", "the frozen distinction data")):
+        if path is not None:
+            checks.existing(path, option=option, what=what)
+    if work_dir is not None:
+        checks.directory(work_dir, option="--work-dir")
+    return {"tasks_path": str(tasks or default.tasks_path), "episodes_dir": str(episodes_dir or default.episodes_dir),
+            "distinctions_dir": str(distinctions_dir or default.distinctions_dir),
+            "work_dir": str(work_dir or default.work_dir)}
+
+
+def _outputs(model: str, out: Path | None, report_dir: Path | None, overwrite: bool) -> tuple[Path | None, Path | None]:
+    """Where a build writes, checked before the model loads: never over an existing axis or report unless
+    ``--overwrite``. ``(None, None)``: the defaults, known once the model id is (a server spec)."""
+    from valueagent.agent.shipped import expected_model_id
+    from valueagent.axis.build import check_outputs, default_out, default_report_dir
+
+    model_id = expected_model_id(model)
+    target = out or (default_out(model_id) if model_id else None)
+    if target is None:
+        return None, report_dir
+    rdir = report_dir or default_report_dir(target)
+    checks.directory(target.parent, option="--out")
+    checks.directory(rdir, option="--report-dir")
+    try:
+        check_outputs(target, rdir, overwrite=overwrite)
+    except FileExistsError as exc:
+        fail(str(exc))
+    return target, rdir
 
 
 def _axis_for(axis: str, model_id: str) -> Any:
@@ -122,13 +162,15 @@ def build_cmd(
     contrast_groups: int = _CONTRASTS,
     code_pairs: int | None = _CODE_PAIRS,
     distinction_pairs: int | None = _DISTINCTION_PAIRS,
-    report_dir: Path = _REPORT_DIR,
-    work_dir: Path = _WORK_DIR,
-    tasks: Path = _TASKS,
-    episodes_dir: Path = _EPISODES_DIR,
-    distinctions_dir: Path = _DISTINCTIONS_DIR,
+    report_dir: Path | None = _REPORT_DIR,
+    work_dir: Path | None = _WORK_DIR,
+    overwrite: bool = _OVERWRITE,
+    tasks: Path | None = _TASKS,
+    episodes_dir: Path | None = _EPISODES_DIR,
+    distinctions_dir: Path | None = _DISTINCTIONS_DIR,
     samples: int = typer.Option(2, "--samples", min=0, help="Sampled attempts per training task (0: no rollouts, "
                                 "no probe; the slowest part of a build)."),
+    max_text_tokens: int = _MAX_TEXT_TOKENS,
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
 ) -> None:
@@ -138,17 +180,16 @@ def build_cmd(
     units run bfloat16 matmuls 20-70x slower (measured on the project's 2-core machines)."""
     from valueagent.axis.build import BuildConfig, build_axis
 
-    _check_data(tasks, episodes_dir, distinctions_dir, work_dir)
-    checks.directory(report_dir, option="--report-dir")
+    paths = _data_paths(tasks, episodes_dir, distinctions_dir, work_dir)
+    out, report_dir = _outputs(model, out, report_dir, overwrite)
     loaded = _load(model, device, _cpu_dtype(device, dtype))
     sizes = _data_sizes(episodes, contrast_groups, code_pairs, distinction_pairs)
-    cfg = BuildConfig(**sizes, samples=samples, tasks_path=str(tasks), work_dir=str(work_dir),
-                      episodes_dir=str(episodes_dir), distinctions_dir=str(distinctions_dir),
-                      report_dir=str(report_dir), out=str(out) if out else None,
+    cfg = BuildConfig(**sizes, **paths, samples=samples, max_tokens=max_text_tokens, overwrite=overwrite,
+                      report_dir=str(report_dir) if report_dir else None, out=str(out) if out else None,
                       command=" ".join(["valueagent", *sys.argv[1:]]))
     try:
         result = build_axis(loaded, cfg)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
         fail(str(exc))
     typer.echo(json.dumps(result["summary"], indent=2))
 
@@ -161,10 +202,11 @@ def eval_cmd(
     contrast_groups: int = _CONTRASTS,
     code_pairs: int | None = _CODE_PAIRS,
     distinction_pairs: int | None = _DISTINCTION_PAIRS,
-    tasks: Path = _TASKS,
-    episodes_dir: Path = _EPISODES_DIR,
-    distinctions_dir: Path = _DISTINCTIONS_DIR,
-    work_dir: Path = _WORK_DIR,
+    tasks: Path | None = _TASKS,
+    episodes_dir: Path | None = _EPISODES_DIR,
+    distinctions_dir: Path | None = _DISTINCTIONS_DIR,
+    work_dir: Path | None = _WORK_DIR,
+    max_text_tokens: int = _MAX_TEXT_TOKENS,
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -176,12 +218,11 @@ def eval_cmd(
     from valueagent.axis.build import BuildConfig, evaluate_axis
 
     checks.axis(axis)
-    _check_data(tasks, episodes_dir, distinctions_dir, work_dir)
+    paths = _data_paths(tasks, episodes_dir, distinctions_dir, work_dir)
     loaded = _load(model, device, _cpu_dtype(device, dtype))
     ax = _axis_for(axis, loaded.model_id)
     sizes = _data_sizes(episodes, contrast_groups, code_pairs, distinction_pairs)
-    cfg = BuildConfig(**sizes, tasks_path=str(tasks), episodes_dir=str(episodes_dir),
-                      distinctions_dir=str(distinctions_dir), work_dir=str(work_dir))
+    cfg = BuildConfig(**sizes, **paths, max_tokens=max_text_tokens)
     try:
         result = evaluate_axis(loaded, ax, cfg)
     except (ValueError, FileNotFoundError) as exc:

@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 VA=${VA:-.venv/bin/valueagent}
-SIZES=(--samples 0 --episodes 10 --contrast-groups 8 --code-pairs-per-kind 4 --distinction-pairs 10)
+SIZES=(--samples 0 --episodes 10 --contrast-groups 8 --code-pairs-per-kind 4 --distinction-pairs 10
+       --work-dir runs/axis_build --overwrite)
 $VA axis build --model embedded "${SIZES[@]}" --out runs/axis-reduced/qwen2.5-coder-0.5b.safetensors \
     --report-dir evals/axis/reduced/qwen2.5-coder-0.5b
 $VA axis build --model embedded-1.5b "${SIZES[@]}" --out runs/axis-reduced/qwen2.5-coder-1.5b.safetensors \
