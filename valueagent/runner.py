@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from valueagent.agent.factory import agent_settings, build_graph, sandbox_provider
 from valueagent.agent.gate import GateConfig
+from valueagent.agent.policies import policy_spec
 from valueagent.agent.state import Budgets, agent_input
 from valueagent.runtime.generation import ValueBackend
 from valueagent.tasks import Task
@@ -163,7 +164,9 @@ async def run_tasks(
     graphs, described = {}, {}
     provider = sandbox_provider(sandbox)
     for policy in config.policies:
-        settings = agent_settings(policy, gate_config=config.gate_configs.get(policy), budgets=config.budgets,
+        spec = policy_spec(policy)
+        gate_config = config.gate_configs.get(policy) or config.gate_configs.get(spec.calibration or policy)
+        settings = agent_settings(policy, gate_config=gate_config, budgets=config.budgets,
                                   segment_tokens=config.segment_tokens, answer_tokens=config.answer_tokens)
         graphs[policy] = build_graph(backend, settings, provider).compile()
         described[policy] = settings.describe()

@@ -48,7 +48,8 @@ def agent_settings(
         spec = replace(spec, steer=float(steer))
     if gate is not None:
         spec = replace(spec, gate=gate)
-    config = (gate_config if gate_config is not None else GateConfig()).with_(signal=spec.signal, tests=spec.tests)
+    config = (gate_config if gate_config is not None else GateConfig()).with_(
+        signal=spec.signal, tests=spec.tests, branch=spec.branch)
     return AgentSettings(
         policy=spec,
         gate=config,

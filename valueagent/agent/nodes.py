@@ -87,6 +87,7 @@ def make_prepare_node(settings: AgentSettings) -> Node:
             "sampling_log": [],
             "prompt_tokens": 0,
             "last_backtrack": -1,
+            "exclude_next": [],
         }
 
     return prepare
@@ -112,6 +113,7 @@ def make_generate_node(backend: ValueBackend, settings: AgentSettings) -> AsyncN
             seed=seed,
             stop=settings.prompt.stop,
             steer=sampling["steer"],
+            exclude_first=tuple(state.get("exclude_next", ())),
         )
         gen = await backend.generate(request)
         n = gen.n_tokens
@@ -123,6 +125,10 @@ def make_generate_node(backend: ValueBackend, settings: AgentSettings) -> AsyncN
             finish_reason=gen.finish_reason,
             score=None,
         )
+        if settings.gate.branch:  # what a branch needs to cut inside a segment
+            segment["entropies"] = [_r(v) for v in gen.entropies[:n]]
+            segment["token_ids"] = list(gen.token_ids[:n])
+            segment["tokens"] = list(gen.tokens[:n])
         used = state["used"].copy()
         used["tokens"] += n
         fenced = settings.prompt.prefill.startswith(FENCE) and FENCE in gen.text
@@ -145,6 +151,7 @@ def make_generate_node(backend: ValueBackend, settings: AgentSettings) -> AsyncN
             "transcript": [*state["transcript"], entry],
             "sampling_log": [*state["sampling_log"], log],
             "prompt_tokens": int(state["prompt_tokens"]) + gen.prompt_tokens,
+            "exclude_next": [],
         }
 
     return generate
@@ -199,7 +206,7 @@ def make_gate_node(settings: AgentSettings) -> Node:
                 reason += "; backtrack budget exhausted"
             elif tokens_left(state) < 1:
                 reason += "; token budget exhausted"
-            elif cfg.skip_repeat_backtracks and resample_repeats(
+            elif cfg.skip_repeat_backtracks and not cfg.branch and resample_repeats(
                     segments[len(backtrack_keep(segments, state["last_backtrack"], settings)):],
                     settings.policy.resample):
                 reason += "; a resample would repeat the dropped text (every token p >= top_p)"
@@ -280,6 +287,8 @@ def make_backtrack_node(settings: AgentSettings) -> Node:
 
     def backtrack(state: AgentState) -> dict[str, Any]:
         segments = list(state["segments"])
+        if settings.gate.branch:
+            return branch(state, segments)
         keep = backtrack_keep(segments, state["last_backtrack"], settings)
         point = attempt_position(keep)
         dropped = "".join(s["text"] for s in segments[len(keep):])
@@ -299,7 +308,46 @@ def make_backtrack_node(settings: AgentSettings) -> Node:
             "transcript": [*state["transcript"], entry],
         }
 
+    def branch(state: AgentState, segments: list[Segment]) -> dict[str, Any]:
+        keep, point, excluded = branch_point(segments)
+        dropped = "".join(s["text"] for s in segments)[len("".join(s["text"] for s in keep)):]
+        used = state["used"].copy()
+        used["backtracks"] += 1
+        spec = settings.policy.resample
+        entry = TranscriptEntry(role="assistant", content=dropped, kind="backtrack", attempt=state["attempt"])
+        emit({"task_id": state["task"]["task_id"], "kind": "branch", "position": point,
+              "dropped_tokens": attempt_position(segments) - point, "excluded": excluded, "decision": "backtrack"})
+        return {
+            "segments": keep, "draft": "".join(s["text"] for s in keep), "done": False, "used": used,
+            "last_backtrack": point, "exclude_next": [excluded],
+            "sampling": Sampling(temperature=spec.temperature, top_p=spec.top_p, steer=settings.policy.steer),
+            "transcript": [*state["transcript"], entry],
+        }
+
     return backtrack
+
+
+BRANCH_WINDOW = 16
+"""Tokens before the low reading in which a branch looks for the most uncertain token."""
+
+
+def branch_point(segments: list[Segment]) -> tuple[list[Segment], int, int]:
+    """Where to branch: the highest-entropy token among the attempt's last ``BRANCH_WINDOW`` tokens (AdaDec:
+    code errors cluster at uncertain tokens). Returns the segments cut just before it, its position in the
+    attempt, and its token id, which the branch's first token must not be, so a branch can never reproduce
+    what it dropped."""
+    flat = [(si, k) for si, s in enumerate(segments) for k in range(len(s.get("token_ids", ())))]
+    if not flat:
+        raise ValueError("a branch needs per-token entropies and ids: the gate config must have branch on "
+                         "when the segments are generated")
+    window = flat[-BRANCH_WINDOW:]
+    si, k = max(window, key=lambda sk: (segments[sk[0]]["entropies"][sk[1]], -sk[1]))
+    seg = segments[si]
+    cut = Segment(start=seg["start"], text="".join(seg["tokens"][:k]), values=seg["values"][:k],
+                  logprobs=seg["logprobs"][:k], finish_reason="branch", score=seg["score"],
+                  entropies=seg["entropies"][:k], token_ids=seg["token_ids"][:k], tokens=seg["tokens"][:k])
+    keep = [*segments[:si], *([cut] if k else [])]
+    return keep, seg["start"] + k, int(seg["token_ids"][k])
 
 
 def route_gate(state: AgentState) -> Literal["generate", "backtrack", "run_tests", "finalize"]:

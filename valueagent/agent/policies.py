@@ -73,6 +73,8 @@ class PolicySpec:
     topology: Callable[..., Any] | None = None  # (backend, settings, sandbox) -> StateGraph; None: the shared one
     gate: Gate | None = None  # a custom gate function replacing the one built from the GateConfig
     search: Any = None  # a search policy's parameters (valueagent.agent.search.SearchSpec)
+    branch: bool = False  # a backtrack branches at the most uncertain recent token (GateConfig.branch)
+    calibration: str | None = None  # whose calibrated thresholds it uses when it has none of its own
 
     @property
     def reads_value(self) -> bool:
@@ -142,6 +144,11 @@ for _spec in (
     _gated("logprob-gate", "logprob", "the gated structure on mean token log-probability"),
     _gated("value+logprob", "value+logprob",
            "the gated structure on a logistic combination of value and log-probability"),
+    PolicySpec(name="value-branch", signal="value", tests="gate", segmented=True, branch=True, calibration="value",
+               description="the value gate, but a backtrack branches at the most uncertain of the last 16 tokens, "
+               "excluding the token taken there"),
+    PolicySpec(name="logprob-branch", signal="logprob", tests="gate", segmented=True, branch=True,
+               calibration="logprob-gate", description="the log-prob gate with the same branching action"),
 ):
     register_policy(_spec)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired
 
 from typing_extensions import TypedDict  # pydantic (LangGraph's JSON schemas) refuses typing.TypedDict before 3.12
 
@@ -77,6 +77,9 @@ class Segment(TypedDict):
     logprobs: list[float]
     finish_reason: str
     score: float | None  # the gate's score of this segment (None until read)
+    entropies: NotRequired[list[float]]  # per token: where a branch may cut
+    token_ids: NotRequired[list[int]]
+    tokens: NotRequired[list[str]]  # each token's text, so a branch can cut the draft at a token
 
 
 class Reading(TypedDict):
@@ -173,6 +176,7 @@ class AgentState(AgentOutput, total=False):
     done: bool  # the current attempt is complete (closed code block, EOS, or out of room)
     decision: Decision
     last_backtrack: int  # token offset the previous backtrack returned to (-1: none)
+    exclude_next: list[int]  # token ids the next generated token must not be (set by a branch)
 
 
 def public_task_dict(task: Any) -> PublicTaskDict:

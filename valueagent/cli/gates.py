@@ -46,7 +46,7 @@ def gated(policies: Sequence[str]) -> tuple[str, ...]:
     """The policies whose gate needs calibrated thresholds."""
     from valueagent.agent.policies import policy_spec
 
-    return tuple(p for p in policies if policy_spec(p).tests == "gate")
+    return tuple(p for p in policies if policy_spec(p).needs_calibration)
 
 
 def _load(path: Path, shipped: str | None, needs: tuple[str, ...]) -> GateChoice:

@@ -105,7 +105,10 @@ def gate_configs_for(
         raise ValueError(f"{len(overlap)} evaluated tasks were used to calibrate {path} (e.g. {overlap[0]}); "
                          "evaluate on disjoint tasks (for HumanEval: --split eval)")
     value_cfg = configs.get("value")
+    from valueagent.agent.policies import policy_spec
+
     out = {p: configs[p] for p in policies if p in configs}
+    out.update({p: configs[c] for p in policies if p not in out and (c := policy_spec(p).calibration) in configs})
     if value_cfg is not None:  # same reading normalization for the ungated policies (see module doc)
         out.update({p: value_cfg for p in policies if p not in out})
     meta = {"path": str(path), "calibrated": True, "created": doc.get("created"),
