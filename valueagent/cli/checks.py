@@ -167,3 +167,18 @@ def axis_reading(names: Sequence[str], info: ModelInfo, *, model: str) -> None:
     if needy := [n for n in names if POLICIES[n].reads_value]:
         fail(f"{', '.join(needy)} need{'s' if len(needy) == 1 else ''} the value reading, and {info.model_id} "
              f"has no value axis: {no_axis_fix(model, info)}")
+
+
+def ray_options(use_ray: bool, *, address: str | None, replicas: int | None, model: str) -> None:
+    """``--ray`` with ``--address``/``--replicas``: those two only with it, Ray installed, and a model the
+    replicas load themselves (a server URL has its own model)."""
+    if not use_ray:
+        if address is not None or replicas is not None:
+            fail(f"{'--address' if address is not None else '--replicas'} only applies with --ray: add --ray")
+        return
+    if model.startswith(("http://", "https://")):
+        fail("--ray starts its own model replicas: give --model a model id or path, not a server URL")
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        fail("--ray needs Ray: pip install 'valueagent[ray]' (or run without --ray)")

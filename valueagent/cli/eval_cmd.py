@@ -56,6 +56,23 @@ def make_backend(
     return load_backend_or_fail(model, axis, device, dtype, max_batch=max_batch, quantize=quantize)
 
 
+def make_ray_backend(
+    model: str, axis: str | None, device: str | None, dtype: str | None, max_batch: int = 8,
+    quantize: str | None = None, *, address: str | None = None, replicas: int | None = None,
+) -> Any:
+    """``--ray``: model replicas on a Ray cluster behind one backend (valueagent.runtime.ray_backend)."""
+    from valueagent.runtime.ray_backend import ReplicaSpec, start_replicas
+
+    spec = ReplicaSpec(model=model, axis=None if axis in ("none", "") else axis, device=device, dtype=dtype,
+                       max_batch=max_batch, quantize=quantize)
+    try:
+        return start_replicas(spec, address=address, replicas=replicas)
+    except (ImportError, ValueError) as exc:
+        fail(str(exc))
+    except Exception as exc:  # a replica that failed to load (RayActorError), a cluster that is not there
+        fail(f"the Ray model replicas did not start: {type(exc).__name__}: {exc} (rerun with --debug for more)")
+
+
 def make_sandbox(workers: int) -> Any:
     """The sandbox pool ``eval humaneval`` runs tests in (tests replace this function)."""
     from valueagent.sandbox import Sandbox
@@ -92,6 +109,13 @@ def humaneval(
     answer_tokens: int = ANSWER_TOKENS_OPT,
     workers: int = WORKERS_OPT,
     n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples.")] = 10_000,
+    use_ray: Annotated[bool, typer.Option("--ray", help="Spread the model calls over model replicas on a Ray "
+                                          "cluster (a local one unless --address); agents, sandbox and "
+                                          "records stay here. Needs `pip install 'valueagent[ray]'`.")] = False,
+    address: Annotated[str | None, typer.Option("--address", help="With --ray: the cluster to join (`auto`, "
+                                                "`ray://HOST:10001`). Default: start a local one.")] = None,
+    replicas: Annotated[int | None, typer.Option("--replicas", min=1, help="With --ray: model replicas (default: "
+                                                 "one per GPU, or 1 sharing the CPU cores).")] = None,
 ) -> None:
     """Run every policy on the same HumanEval tasks and write config, results, summary, samples, report."""
     from valueagent.agent.state import Budgets
@@ -112,11 +136,16 @@ def humaneval(
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     checked = checks.policies(check, option="--check") if check else ()
+    checks.ray_options(use_ray, address=address, replicas=replicas, model=model)
     checks.axis(axis)
     checks.output_dir(output_dir, resume=resume)
     gate = gates.choose(gate_config, settings.policies, model=model, axis=axis, uncalibrated=uncalibrated)
     gates.disjoint(gate, selected)
-    backend = make_backend(model, axis, device, dtype, max(8, concurrency), quantize)
+    if use_ray:
+        backend = make_ray_backend(model, axis, device, dtype, max(8, concurrency), quantize, address=address,
+                                   replicas=replicas)
+    else:
+        backend = make_backend(model, axis, device, dtype, max(8, concurrency), quantize)
     checks.axis_reading(settings.policies, backend.info(), model=model)
     gate = gates.confirm(gate, backend.info(), model=model, axis=axis)
     settings = replace(settings, gate_config=gate.path)

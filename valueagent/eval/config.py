@@ -90,12 +90,13 @@ def axis_record(backend: Any) -> dict[str, Any]:
 
 def model_record(backend: Any) -> dict[str, Any]:
     """The model a run used: ``dtype`` is the arithmetic, ``weights`` the precision its weights carry (the
-    embedded models compute in float32 on Q4_K_M weights), and what the backend can do."""
+    embedded models compute in float32 on Q4_K_M weights), what the backend can do, and where it ran
+    (``placement``: Ray replicas, None in process; not compared by ``--resume``)."""
     info = backend.info()
     return {"model_id": info.model_id, "revision": info.revision, "dtype": info.dtype, "weights": info.weights,
             "quantization": info.quantization, "device": info.device, "num_layers": info.num_layers,
             "hidden_size": info.hidden_size, "has_axis": info.has_axis, "per_token_values": info.per_token_values,
-            "steering": info.steering}
+            "steering": info.steering, "placement": getattr(backend, "placement", None)}
 
 
 def build_config(
