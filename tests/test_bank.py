@@ -176,3 +176,36 @@ def test_replay_agrees_with_live_search_policies(backend: Any, sandbox: Any, tmp
     for rec in live:
         replayed = {tid: (p, tok, tests) for tid, p, tok, tests in result["per_task"][rec["policy"]]}
         assert (rec["passed"], rec["tokens"], rec["test_runs"]) == replayed[rec["task_id"]], rec["policy"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["bank", "build", "humaneval", "-o", "{tmp}/b", "-n", "0"], "--samples must be >= 1"),
+    (["bank", "build", "humaneval", "-o", "{tmp}/file.txt"], "is a file: choose a directory"),
+    (["bank", "replay", "{tmp}"], "is not a sample bank (no bank.json)"),
+    (["bank", "replay", "{tmp}/bank", "--policies", "nope-rank"], "unknown replay policy ['nope-rank']"),
+    (["bank", "replay", "{tmp}/bank", "--risk", "2"], "--risk 2.0 must lie in (0, 1)"),
+    (["bank", "replay", "{tmp}/bank", "--output", "{tmp}/bank/r.json"], "a replay never writes to a bank"),
+])
+def test_bank_cli_bad_input_is_one_line_before_any_model_loads(tmp_path: Path, args: list[str], message: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from valueagent.bank.store import BankManifest, write_manifest, write_task
+    from valueagent.cli import common
+    from valueagent.cli.main import app
+
+    monkeypatch.setattr(common, "load_backend_or_fail", lambda *a, **k: pytest.fail("the model was loaded"))
+    (tmp_path / "file.txt").write_text("keep me")
+    manifest = BankManifest(model_id="m", revision=None, weights="w", dtype="float32", quantization=None, axis=None,
+                            axis_layer=None, axis_sha256=None, samples=1, temperature=0.8, top_p=0.95, seed=0,
+                            seed_rule="r", max_new_tokens=8, prefill="", stop=(), top_k=5, tasks_source="t")
+    write_manifest(tmp_path / "bank", manifest)
+    sample = {"token_ids": [1], "values": [0.1], "logprobs": [-0.1], "entropies": [0.1],
+              "top_logprobs": [[-0.1]], "hidden_mean": None, "visible": [True], "hidden_passed": True}
+    write_task(tmp_path / "bank", {"task_id": "HumanEval/0", "visible_total": 1, "samples": [sample, sample]})
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    res = CliRunner().invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert res.exit_code == 2, res.output
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and message in lines[0], res.output
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

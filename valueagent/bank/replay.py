@@ -212,10 +212,23 @@ def signal_quality(views: Sequence[P.TaskView], signals: Sequence[str]) -> dict[
     return out
 
 
+def policy_names() -> tuple[str, ...]:
+    """Every policy a replay can score (those of a fitted signal only when its fit succeeds)."""
+    return ("single", "always-test", "oracle", *(f"{s}-{a}" for s in RANK_SIGNALS for a in ("rank", "top1")),
+            *(f"{s}-seq" for s in SEQ_SIGNALS), *(f"{s}-stop" for s in STOP_SIGNALS), "random-stop", "order-test")
+
+
+def check_policies(names: Sequence[str]) -> None:
+    if unknown := [p for p in names if p not in policy_names()]:
+        raise BankError(f"unknown replay policy {unknown}: choose from {', '.join(policy_names())}")
+
+
 def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
     """Score every policy on the bank's eval tasks with signals and thresholds fitted on its calibration tasks.
     The result's ``gate_config`` is the document live search policies run with (``--gate-config``)."""
     start = time.perf_counter()
+    if config.policies is not None:
+        check_policies(config.policies)
     calib_ids, eval_ids = split_ids(bank, config.calibration)
     calib_tasks = [t for t in bank if t["task_id"] in calib_ids]
     eval_tasks = [t for t in bank if t["task_id"] in eval_ids]
@@ -235,7 +248,8 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
     table = policy_table(cal, n, config.seed)
     if config.policies is not None:
         if unknown := [p for p in config.policies if p not in table]:
-            raise BankError(f"unknown replay policy {unknown}: choose from {', '.join(table)}")
+            raise BankError(f"replay policy {unknown} needs a fitted signal that could not be fitted here: "
+                            f"{cal.record.get('unfitted', {}).get('reason', '')}")
         table = {p: table[p] for p in config.policies}
     results = {name: [fn(v) for v in views] for name, fn in table.items()}
     frontier = {name: _summ([fn(v) for v in views]) for name, fn in frontier_table(n, cal.signals).items()}

@@ -104,7 +104,7 @@ def replay_cmd(
 ) -> None:
     """Score whole-answer policies (rank, sequential gate, early stop, best of N by each signal, sample order,
     random, oracle) from a bank, paired, with intervals; thresholds and fitted signals from calibration tasks."""
-    from valueagent.bank.replay import ReplayConfig, replay
+    from valueagent.bank.replay import ReplayConfig, check_policies, replay
     from valueagent.bank.store import BankError, load_bank
 
     if not 0 < risk < 1:
@@ -115,6 +115,8 @@ def replay_cmd(
         fail(f"--output {output} lies inside the bank {bank_dir}: a replay never writes to a bank; choose a "
              "path outside it")
     try:
+        if names is not None:
+            check_policies(names)
         result = replay(load_bank(bank_dir), ReplayConfig(seed=seed, risk=risk, calibration=calib, policies=names))
     except BankError as exc:
         fail(str(exc))
