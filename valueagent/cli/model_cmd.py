@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,6 +20,9 @@ from valueagent.cli.common import (
     fail,
     load_backend_or_fail,
 )
+
+if TYPE_CHECKING:
+    from valueagent.runtime.generation import TokenEvent
 
 model_app = typer.Typer(help="Inspect the model.", no_args_is_help=True)
 
@@ -88,33 +93,118 @@ def generate(
         temperature=temperature,
         seed=seed,
     )
-    gen = backend.generate_sync(req)
+    stream = TokenStream(max_new_tokens, show_text=not as_json)
+    streaming = "on_token" in inspect.signature(backend.generate_sync).parameters  # the HTTP backend: no
+    with stream:
+        gen = backend.generate_sync(req, on_token=stream.on_token) if streaming else backend.generate_sync(req)
     backend.close()
+    tokens = stream.pieces(gen.text) if streaming else None
+    at_limit = gen.finish_reason == "length"
     if as_json:
         out = {
             "text": gen.text,
             "n_tokens": gen.n_tokens,
+            "tokens": tokens,  # the text of each generated token, beside its value (they join to `text`)
+            "token_ids": list(gen.token_ids),
             "values": gen.values,
             "logprobs": gen.logprobs,
             "layer": gen.layer,
             "steer": gen.steer,
             "finish_reason": gen.finish_reason,
+            "stopped_at_token_limit": at_limit,
             "model_id": backend.model_id,
             "axis": backend.axis_name,
         }
         typer.echo(json.dumps(out))
+    else:
+        if not streaming:
+            typer.echo(gen.text)
+        elif tokens is not None and (rest := gen.text[len("".join(stream.texts)):]):
+            stream.write(rest)
+        typer.echo("")
+    if at_limit:
+        typer.secho(f"stopped at the token limit ({gen.n_tokens} tokens, --max-new-tokens {max_new_tokens}): the "
+                    "text may be cut short; raise --max-new-tokens for more", fg=typer.colors.YELLOW, err=True)
+    if as_json:
         return
-    typer.echo(gen.text)
     if not gen.values:
-        typer.echo("\n(no value axis loaded: no value trace; pass --axis PATH)", err=True)
+        typer.echo("(no value axis loaded: no value trace; pass --axis PATH)", err=True)
         return
     mean = sum(gen.values) / len(gen.values)
     typer.echo(
-        f"\nvalue @ layer {gen.layer} ({gen.n_tokens} tokens, mean {mean:+.4f}, "
+        f"value @ layer {gen.layer} ({gen.n_tokens} tokens, mean {mean:+.4f}, "
         f"min {min(gen.values):+.4f}, max {max(gen.values):+.4f}, steer {steer:+.3f})",
         err=True,
     )
     typer.echo(sparkline(gen.values), err=True)
+
+
+class TokenStream:
+    """``generate``'s live output. Each token's text goes to stdout as it comes (``show_text``); on a terminal
+    the text is redrawn with a status line under it (the live value, a sparkline of the last values, tokens so
+    far of the limit), and with ``--json`` that status line alone is shown on stderr. ``on_token`` runs on the
+    decoding thread."""
+
+    def __init__(self, limit: int, *, show_text: bool) -> None:
+        from rich.console import Console
+
+        self.limit, self.show_text = limit, show_text
+        self.texts: list[str] = []
+        self.values: list[float] = []
+        self._out, self._err = Console(), Console(stderr=True)
+        self._live: Any = None
+        self._status: Any = None
+
+    def __enter__(self) -> TokenStream:
+        if self.show_text and self._out.is_terminal:
+            from rich.live import Live
+
+            self._live = Live(console=self._out, refresh_per_second=8, vertical_overflow="visible")
+            self._live.__enter__()
+        elif not self.show_text and self._err.is_terminal:
+            self._status = self._err.status("generating", spinner="dots")
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            from rich.text import Text
+
+            self._live.update(Text("".join(self.texts)), refresh=True)  # the status line goes, the text stays
+            self._live.__exit__(*exc)
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+    def write(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def status(self) -> str:
+        """Tokens so far of the limit, and the newest value with a sparkline of the last ones."""
+        value = f"  value {self.values[-1]:+.4f} {sparkline(self.values[-32:])}" if self.values else ""
+        return f"{len(self.texts)}/{self.limit} tokens{value}"
+
+    def on_token(self, event: TokenEvent) -> None:
+        self.texts.append(event.text)
+        if event.value is not None:
+            self.values.append(event.value)
+        if self._live is not None:
+            from rich.console import Group
+            from rich.text import Text
+
+            self._live.update(Group(Text("".join(self.texts)), Text(self.status(), style="dim")))
+        elif self.show_text:
+            self.write(event.text)
+        if self._status is not None:
+            self._status.update(self.status())
+
+    def pieces(self, text: str) -> list[str]:
+        """The tokens' texts, the last one completed so that they join to ``text``."""
+        pieces = list(self.texts)
+        rest = text[len("".join(pieces)):] if text.startswith("".join(pieces)) else ""
+        if pieces and rest:
+            pieces[-1] += rest
+        return pieces
 
 
 def bench(

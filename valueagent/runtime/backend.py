@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,15 @@ import torch
 from valueagent.runtime.artifact import ValueAxis
 from valueagent.runtime.cpu_kernels import release_openmp_pool
 from valueagent.runtime.decoding import DecodeBatch, PrefixStore, Row, left_pad
-from valueagent.runtime.generation import Generation, GenerationRequest, Message, ModelInfo, Scored
+from valueagent.runtime.generation import (
+    Generation,
+    GenerationRequest,
+    Message,
+    ModelInfo,
+    Scored,
+    TokenCallback,
+    TokenEvent,
+)
 from valueagent.runtime.hooks import AxisHook, attached
 from valueagent.runtime.layers import num_layers
 
@@ -53,6 +62,7 @@ class _Job:
     request: GenerationRequest | None = None
     messages: tuple[Message, ...] | None = None
     completion: str | None = None
+    on_token: TokenCallback | None = None
 
 
 class HFBackend:
@@ -128,15 +138,17 @@ class HFBackend:
             steering=has_axis,
         )
 
-    async def generate(self, request: GenerationRequest) -> Generation:
-        return await asyncio.wrap_future(self._submit(_Job("generate", cf.Future(), request=request)))
+    async def generate(self, request: GenerationRequest, *, on_token: TokenCallback | None = None) -> Generation:
+        """``on_token`` (this backend only, not the protocol): called per generated token, as it comes."""
+        job = _Job("generate", cf.Future(), request=request, on_token=on_token)
+        return await asyncio.wrap_future(self._submit(job))
 
     async def score(self, messages: tuple[Message, ...], completion: str) -> Scored:
         job = _Job("score", cf.Future(), messages=tuple(messages), completion=completion)
         return await asyncio.wrap_future(self._submit(job))
 
-    def generate_sync(self, request: GenerationRequest) -> Generation:
-        return self._submit(_Job("generate", cf.Future(), request=request)).result()
+    def generate_sync(self, request: GenerationRequest, *, on_token: TokenCallback | None = None) -> Generation:
+        return self._submit(_Job("generate", cf.Future(), request=request, on_token=on_token)).result()
 
     def score_sync(self, messages: tuple[Message, ...], completion: str) -> Scored:
         return self._submit(_Job("score", cf.Future(), messages=tuple(messages), completion=completion)).result()
@@ -290,7 +302,7 @@ class HFBackend:
                 job.future.set_exception(exc)
                 continue
             rows.append(Row(req, job.future, len(ids), alpha, torch.Generator().manual_seed(int(req.seed)),
-                            prompt_ids=tuple(ids)))
+                            prompt_ids=tuple(ids), on_token=self._streamer(job.on_token)))
             prompts.append(ids)
         if not rows:
             return
@@ -300,6 +312,31 @@ class HFBackend:
             log.exception("prefill failed")
             for row in rows:
                 row.future.set_exception(exc)
+
+    def _streamer(self, callback: TokenCallback | None) -> Callable[[Row], None] | None:
+        """The per-row hook that turns a decoded row's newest token into a :class:`TokenEvent`. Text is
+        the growth of the decoded output, held back while it ends in an incomplete character; a callback
+        that raises is logged and dropped, never the generation."""
+        if callback is None:
+            return None
+        shown, failed = "", False
+
+        def on_row(row: Row) -> None:
+            nonlocal shown, failed
+            if failed:
+                return
+            text = self.tokenizer.decode(row.toks, skip_special_tokens=True)
+            delta = "" if text.endswith("\ufffd") or not text.startswith(shown) else text[len(shown):]
+            shown += delta
+            value = row.vals[-1] if len(row.vals) == len(row.toks) else None
+            try:
+                callback(TokenEvent(index=len(row.toks) - 1, token_id=row.toks[-1], text=delta,
+                                    logprob=row.lps[-1], value=value))
+            except Exception:
+                log.exception("on_token callback failed; streaming stopped, generation goes on")
+                failed = True
+
+        return on_row
 
     def _serve_scores(self) -> None:
         jobs, self._scores = self._scores[: self.max_batch], self._scores[self.max_batch :]

@@ -46,6 +46,7 @@ class Row:
     finish: FinishReason | None = None
     prompt_ids: tuple[int, ...] = ()
     cached: int = 0  # prompt tokens whose keys and values came from the prefix store
+    on_token: Callable[[Row], None] | None = None  # called once per recorded token, its value read (streaming)
 
 
 TOP_K = 5
@@ -274,6 +275,8 @@ class DecodeBatch:
                         h = self.hook.last_hidden[i].detach().float().cpu()
                         row.hsum = h.clone() if row.hsum is None else row.hsum + h
         for row in self.rows:
+            if row.on_token is not None:
+                row.on_token(row)
             r = row.request
             if r.stop and any(s in self._decode(row.toks) for s in r.stop):
                 row.finish = "stop"

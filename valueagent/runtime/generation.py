@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -87,6 +88,23 @@ class Generation:
     @property
     def n_tokens(self) -> int:
         return len(self.token_ids)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenEvent:
+    """One generated token as it comes out (``generate(..., on_token=...)``): ``text`` is what it adds to
+    the output (empty while a multi-byte character is incomplete; a later token carries it, so the texts
+    join to the generation's text), ``value`` its reading (None without an axis)."""
+
+    index: int
+    token_id: int
+    text: str
+    logprob: float
+    value: float | None
+
+
+TokenCallback = Callable[[TokenEvent], None]
+"""Called from the decoding thread, once per generated token: keep it short and thread-safe."""
 
 
 @dataclass(frozen=True, kw_only=True)
