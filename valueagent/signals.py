@@ -55,7 +55,7 @@ def token_confidence(sample: Sample) -> np.ndarray:
     tops = sample["top_logprobs"]
     if not tops:
         return np.zeros(0)
-    return -np.asarray([np.mean(t) for t in tops], dtype=np.float64)
+    return -np.asarray(tops, dtype=np.float64).mean(axis=1)  # (T, k) -> (T,)
 
 
 def windows(x: np.ndarray, w: int = WINDOW) -> np.ndarray:
