@@ -149,6 +149,8 @@ for _spec in (
                "excluding the token taken there"),
     PolicySpec(name="logprob-branch", signal="logprob", tests="gate", segmented=True, branch=True,
                calibration="logprob-gate", description="the log-prob gate with the same branching action"),
+    PolicySpec(name="random-branch", signal="random", tests="gate", segmented=True, branch=True,
+               calibration="random-gate", description="the control: branches at the value gate's rate, at random"),
 ):
     register_policy(_spec)
 
