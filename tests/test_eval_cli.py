@@ -167,7 +167,7 @@ def test_eval_humaneval_on_tiny_qwen3_and_real_sandbox(tmp_path: Path, monkeypat
 
 
 def test_progress_off_a_terminal_prints_one_line_per_item(capsys) -> None:
-    from valueagent.cli.common import TaskProgress
+    from valueagent.cli.progress import TaskProgress
 
     with TaskProgress("humaneval") as progress:
         progress.start(3, done=1)
@@ -183,7 +183,7 @@ def test_progress_off_a_terminal_prints_one_line_per_item(capsys) -> None:
 def test_progress_estimates_time_left_from_this_runs_own_rate(monkeypatch, capsys) -> None:
     import time
 
-    from valueagent.cli.common import TaskProgress
+    from valueagent.cli.progress import TaskProgress
 
     now = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])

@@ -17,12 +17,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 from valueagent.agent.factory import agent_settings, build_graph, sandbox_provider
 from valueagent.agent.gate import GateConfig
 from valueagent.agent.policies import policy_spec
+from valueagent.agent.settings import EVENT
 from valueagent.agent.state import Budgets, agent_input
 from valueagent.runtime.generation import ValueBackend
 from valueagent.tasks import Task
@@ -144,6 +146,10 @@ def make_record(
     }
 
 
+EventCallback = Callable[[str, str, dict[str, Any]], None]
+"""``on_event(task_id, policy, event)``: an agent stream event of one (task, policy) pair."""
+
+
 async def run_tasks(
     tasks: Iterable[Task],
     *,
@@ -151,8 +157,12 @@ async def run_tasks(
     sandbox: RunnerSandbox,
     config: RunConfig,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    on_event: EventCallback | None = None,
 ) -> RunOutcome:
-    """Run every (task, policy) pair not yet in ``results.jsonl`` with at most ``concurrency`` in flight."""
+    """Run every (task, policy) pair not yet in ``results.jsonl`` with at most ``concurrency`` in flight.
+
+    ``on_result(record)`` follows each finished pair; ``on_event(task_id, policy, event)`` each of the agent's
+    ``valueagent/value`` stream events inside a pair (readings, tests, backtracks), as they happen."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
     results = ResultsFile(config.output_dir / RESULTS)
     outcome = RunOutcome()
@@ -181,8 +191,8 @@ async def run_tasks(
             seed = task_seed(config.seed, task.task_id)
             start = time.perf_counter()
             try:
-                out = await graphs[policy].ainvoke(agent_input(task.public(), seed=seed),
-                                                   config={"recursion_limit": 1000})
+                out = await _invoke(graphs[policy], agent_input(task.public(), seed=seed),
+                                    None if on_event is None else partial(on_event, task.task_id, policy))
                 passed, status = await score_hidden(sandbox, task, out.get("completion", ""))
             except Exception as exc:  # one task's failure must not lose the others
                 log.exception("task %s (%s) failed", task.task_id, policy)
@@ -199,6 +209,20 @@ async def run_tasks(
 
     await asyncio.gather(*(one(t, p) for t, p in todo))
     return outcome
+
+
+async def _invoke(graph: Any, inputs: Any, on_event: Callable[[dict[str, Any]], None] | None) -> Any:
+    """The graph's output, passing its custom stream events to ``on_event`` as they come (if given)."""
+    config = {"recursion_limit": 1000}
+    if on_event is None:
+        return await graph.ainvoke(inputs, config=config)
+    out = None
+    async for mode, chunk in graph.astream(inputs, config=config, stream_mode=["custom", "values"]):
+        if mode == "values":
+            out = chunk  # the last one is what ainvoke returns
+        elif isinstance(chunk, dict) and chunk.get("event") == EVENT:
+            on_event(chunk)
+    return out
 
 
 def read_results(output_dir: str | Path) -> list[dict[str, Any]]:

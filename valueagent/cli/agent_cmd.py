@@ -105,21 +105,25 @@ def run(
 
 
 async def _run_with_progress(tasks: tuple[Any, ...], backend: Any, sandbox: Any, config: Any) -> int:
-    from valueagent.cli.common import TaskProgress
+    from valueagent.cli.progress import TaskProgress
     from valueagent.runner import run_tasks
 
     passed = {"n": 0, "k": 0}
-    with TaskProgress(",".join(config.policies)) as progress:
+    with TaskProgress(",".join(config.policies), expected_tokens=config.answer_tokens) as progress:
         progress.start(len(tasks) * len(config.policies))
 
         def on_result(record: dict[str, Any]) -> None:
             passed["n"] += 1
             passed["k"] += bool(record["passed"])
-            progress.advance(f"pass {passed['k']}/{passed['n']} (last {record['task_id']})")
+            progress.advance(f"pass {passed['k']}/{passed['n']} (last {record['task_id']})",
+                             key=f"{record['task_id']} {record['policy']}", tokens=record.get("tokens"))
+
+        def on_event(task_id: str, policy: str, event: dict[str, Any]) -> None:
+            progress.event(f"{task_id} {policy}", event)
 
         try:
             outcome = await run_tasks(tasks, backend=backend, sandbox=sandbox, config=config,
-                                      on_result=on_result)
+                                      on_result=on_result, on_event=on_event)
         except (FileExistsError, ValueError) as exc:
             fail(str(exc))
         finally:

@@ -170,21 +170,26 @@ async def _run(settings: Any, backend: Any, sandbox: Any) -> Any:
 
 
 async def run_with_progress(settings: Any, backend: Any, sandbox: Any, runner: Any) -> Any:
-    """``runner(settings, backend=..., sandbox=..., on_result=..., on_start=...)`` under a live progress bar."""
-    from valueagent.cli.common import TaskProgress
+    """``runner(settings, backend=..., sandbox=..., on_result=..., on_start=..., on_event=...)`` under a live
+    progress display (across tasks, and inside each task in flight)."""
+    from valueagent.cli.progress import TaskProgress
 
     counts: dict[str, list[int]] = {}
-    with TaskProgress("humaneval") as progress:
+    with TaskProgress("humaneval", expected_tokens=settings.answer_tokens) as progress:
 
         def on_result(record: dict[str, Any]) -> None:
             k_n = counts.setdefault(record["policy"], [0, 0])
             k_n[0] += bool(record["passed"])
             k_n[1] += 1
-            progress.advance("  ".join(f"{p} {k}/{n}" for p, (k, n) in counts.items()))
+            progress.advance("  ".join(f"{p} {k}/{n}" for p, (k, n) in counts.items()),
+                             key=f"{record['task_id']} {record['policy']}", tokens=record.get("tokens"))
+
+        def on_event(task_id: str, policy: str, event: dict[str, Any]) -> None:
+            progress.event(f"{task_id} {policy}", event)
 
         try:
             return await runner(settings, backend=backend, sandbox=sandbox, on_result=on_result,
-                                on_start=progress.start)
+                                on_start=progress.start, on_event=on_event)
         finally:
             aclose, close = getattr(backend, "aclose", None), getattr(sandbox, "close", None)
             if aclose is not None:

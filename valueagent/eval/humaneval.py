@@ -143,8 +143,10 @@ async def run_humaneval(
     sandbox: Any,
     on_result: Callable[[dict[str, Any]], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
+    on_event: Callable[[str, str, dict[str, Any]], None] | None = None,
 ) -> EvalOutcome:
-    """Run the eval and write the run directory. ``on_start(total, already_done)`` precedes the first task.
+    """Run the eval and write the run directory. ``on_start(total, already_done)`` precedes the first task;
+    ``on_event`` sees the agents' stream events (:func:`valueagent.runner.run_tasks`).
 
     ``backend`` is any :class:`~valueagent.runtime.generation.ValueBackend`, ``sandbox`` anything the runner
     accepts (``valueagent.sandbox.Sandbox``, or a scripted fake in tests). Raises ``FileExistsError`` for a
@@ -179,7 +181,8 @@ async def run_humaneval(
         segment_tokens=segment_tokens, answer_tokens=settings.answer_tokens,
         meta={"eval": "humaneval", "split": split, "config_created": config["created"]},
     )
-    outcome = await run_tasks(tasks, backend=backend, sandbox=sandbox, config=run_config, on_result=on_result)
+    outcome = await run_tasks(tasks, backend=backend, sandbox=sandbox, config=run_config, on_result=on_result,
+                              on_event=on_event)
     summary = write_run_outputs(out_dir, reference=settings.reference, n_boot=settings.n_boot,
                                 seed=settings.seed, extra={"runner_errors": dict(outcome.errors),
                                                            "selected_tasks": len(tasks)})
