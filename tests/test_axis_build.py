@@ -27,7 +27,7 @@ def _cfg(tmp: Path) -> BuildConfig:
 
 
 @pytest.mark.skipif(not (ROOT / "tasks/episodes/episodes.jsonl").exists(), reason="frozen data not generated")
-def test_build_then_eval_on_a_tiny_model(tmp_path, tiny_tokenizer, monkeypatch):
+def test_build_then_eval_on_a_tiny_model(tmp_path, tiny_tokenizer, monkeypatch, capsys):
     from tests.conftest import build_tiny_qwen3
 
     # Rollouts need a sandbox; a tiny random model never passes, so score without running anything.
@@ -44,6 +44,10 @@ def test_build_then_eval_on_a_tiny_model(tmp_path, tiny_tokenizer, monkeypatch):
                          device="cpu", dtype="float32", spec="tiny")
     cfg = _cfg(tmp_path)
     result = build_axis(loaded, cfg)
+    err = capsys.readouterr().err
+    for i, stage in enumerate(("data", "rollouts", "activations", "estimators and validation", "write"), 1):
+        assert f"[axis build] stage {i}/5 {stage}" in err  # the stages, in order, and each counter's time left
+    assert err.index("stage 3/5") < err.index(" texts run (0 cached)") and "left" in err
     axis = load_axis(cfg.out)
     assert axis.model_id == "tiny/test" and 1 <= axis.layer < 2 and axis.residual_norm_mean > 0
     assert axis.estimator in {"diff_of_means", "matched_contrast", "code_contrast"}  # no probe: one class only
@@ -59,7 +63,10 @@ def test_build_then_eval_on_a_tiny_model(tmp_path, tiny_tokenizer, monkeypatch):
     build_axis(loaded, replace(cfg, overwrite=True))  # resumes: nothing new is computed
     assert len(list((tmp_path / "work").rglob("*.npz"))) == cached
     np.testing.assert_array_equal(load_axis(cfg.out).direction, axis.direction)
+    capsys.readouterr()
     ev = evaluate_axis(loaded, axis, cfg, n_random=3)
+    err = capsys.readouterr().err
+    assert all(f"[axis eval] stage {i}/3 {s}" in err for i, s in enumerate(("data", "activations", "readings"), 1))
     dist = ev["distinctions"]
     assert set(dist) == {"confidence", "backtracking", "code_correctness", "heldout_episodes"}
     for d in dist.values():

@@ -88,3 +88,23 @@ def test_off_a_terminal_inside_a_task_is_throttled_and_time_left_comes_early(mon
     assert "[0:10, ~0:30 left]" in err[1]  # half an item of two in 10 s: 1.5 items, 30 s, left
     assert err[2].startswith("run t/0 value:") and "75 tokens" in err[2]
     assert err[3].startswith("run 1/2 [0:40, ~0:40 left] done 1") and len(err) == 4
+
+
+def test_axis_counters_write_lines_to_a_log_and_say_the_time_left(monkeypatch) -> None:
+    import io
+    import time
+
+    from valueagent.axis.progress import Counter, Stages
+
+    now = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    log = io.StringIO()
+    Stages("axis build", ("data", "rollouts"), log).begin("rollouts", "4")
+    counter = Counter("rollouts", 4, every_s=30, stream=log)
+    for i in range(1, 5):
+        now[0] += 10
+        counter.update(i)
+    counter.close()
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "[axis build] stage 2/2 rollouts: 4 (elapsed 0:00)"
+    assert lines[1:] == ["rollouts: 3/4, 0.10/s, ~0:10 left", "rollouts: 4/4, 0.10/s, ~0:00 left"]

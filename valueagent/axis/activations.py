@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from valueagent.axis.progress import Counter
 
 _FORMAT = 2  # bump when the cached arrays change
 
@@ -225,7 +225,8 @@ def gather(
         todo.append(i)
     # Similar lengths share a batch (less padding); order is restored at the end.
     todo.sort(key=lambda i: len(jobs[i].text))
-    t0, done = time.monotonic(), 0
+    done = 0
+    counter = Counter(progress, len(todo)) if progress and todo else None
     for b in range(0, len(todo), batch_size):
         chunk = todo[b : b + batch_size]
         for i in chunk:
@@ -247,11 +248,8 @@ def gather(
             if cdir is not None:
                 _save(cdir / f"{cache_key(job, model_tag, sel_layers)}.npz", acts)
         done += len(chunk)
-        if progress:
-            rate = done / max(time.monotonic() - t0, 1e-9)
-            eta = (len(todo) - done) / max(rate, 1e-9)
-            print(f"\r{progress}: {done}/{len(todo)} texts run ({len(jobs) - len(todo)} cached), "
-                  f"{rate:.2f}/s, eta {eta:.0f}s", end="", file=sys.stderr, flush=True)
-    if progress and todo:
-        print(file=sys.stderr)
+        if counter is not None:
+            counter.update(done, f" texts run ({len(jobs) - len(todo)} cached)")
+    if counter is not None:
+        counter.close()
     return [results[i] for i in range(len(jobs))]

@@ -22,6 +22,7 @@ from valueagent.axis import jobs
 from valueagent.axis.activations import TextActs, gather
 from valueagent.axis.estimators import diff_of_means, fit_probe, logistic_fit, matched_contrast
 from valueagent.axis.evaluate import distinctions_for, paired_reading, summary_figures
+from valueagent.axis.progress import Stages
 from valueagent.axis.rollouts import collect_rollouts, rollout_job, split_tasks
 from valueagent.axis.selection import choose, layer_report, rollout_features, token_table
 from valueagent.runtime.artifact import ValueAxis, save_axis
@@ -55,6 +56,10 @@ class BuildConfig:
     out: str | None = None  # None: the user's axis directory (:func:`default_out`)
     overwrite: bool = False  # write over an existing axis or report (a shipped one included)
     command: str = ""
+
+
+BUILD_STAGES = ("data", "rollouts", "activations", "estimators and validation", "write")
+EVAL_STAGES = ("data", "activations", "readings")
 
 
 def _log(msg: str) -> None:
@@ -154,13 +159,15 @@ def build_axis(loaded: Any, cfg: BuildConfig) -> dict[str, Any]:
     rdir = Path(cfg.report_dir) if cfg.report_dir else default_report_dir(out)
     check_outputs(out, rdir, overwrite=cfg.overwrite)
     t0, timings = time.monotonic(), {}
+    stages = Stages("axis build", BUILD_STAGES)
     model, tok = loaded.model, loaded.tokenizer
     work = Path(cfg.work_dir) / loaded.model_id.replace("/", "--").lower()
     data = ds.load_data(cfg.episodes_dir, cfg.distinctions_dir, cfg.tasks_path)
     sel = _select_data(data, cfg)
-    _log(f"data {data.data_hash[:12]}: {len(sel['ep_train'])}+{len(sel['ep_held'])} episodes, "
-         f"{len(sel['ctr_train'])}+{len(sel['ctr_held'])} contrast groups, {len(sel['train_tasks'])} probe tasks "
-         f"x {cfg.samples}, {len(sel['code_dev'])}+{len(sel['code_test'])} code pairs (selection+test)")
+    stages.begin("data", f"{data.data_hash[:12]}: {len(sel['ep_train'])}+{len(sel['ep_held'])} episodes, "
+                 f"{len(sel['ctr_train'])}+{len(sel['ctr_held'])} contrast groups, {len(sel['train_tasks'])} probe "
+                 f"tasks x {cfg.samples}, {len(sel['code_dev'])}+{len(sel['code_test'])} code pairs (selection+test)")
+    stages.begin("rollouts", f"{len(sel['train_tasks']) * cfg.samples} sampled attempts, cached in {work}")
     from valueagent.sandbox import Sandbox
 
     backend = HFBackend(model, tok, model_id=loaded.model_id, max_batch=8)
@@ -173,6 +180,7 @@ def build_axis(loaded: Any, cfg: BuildConfig) -> dict[str, Any]:
     groups = _jobs(tok, sel, rollouts, cfg)
     flat = [j for g in groups.values() for j in g]
     t1 = time.monotonic()
+    stages.begin("activations", f"{len(flat)} texts, every layer")
     got = gather(model, tok, flat, batch_size=cfg.batch_size, cache_dir=work_cache(loaded, cfg),
                  max_tokens=cfg.max_tokens, model_tag=model_tag(loaded), progress="activations")
     timings["activations_s"] = time.monotonic() - t1
@@ -181,6 +189,7 @@ def build_axis(loaded: Any, cfg: BuildConfig) -> dict[str, Any]:
         acts[name], i = got[i : i + len(g)], i + len(g)
     feats = rollout_features(acts["rollouts"], [r.passed for r in rollouts], [r.task_id for r in rollouts]) \
         if rollouts else None
+    stages.begin("estimators and validation", "per layer, against random, position and log-prob controls")
     dirs, probe = _estimators(acts, sel, feats)
     tokens = token_table(acts["ep_held"])
     oof = {"probe": probe.oof_scores} if probe is not None else None
@@ -209,6 +218,7 @@ def build_axis(loaded: Any, cfg: BuildConfig) -> dict[str, Any]:
                      estimator=est, residual_norm_mean=float(norms.mean()), residual_norm_std=float(norms.std()),
                      data_hash=data.data_hash, validation=validation, per_layer=dirs[est].astype(np.float32),
                      notes=f"built by `{cfg.command}`; see {rdir}/report.json")
+    stages.begin("write", f"{out} and {rdir}/")
     save_axis(axis, out)
     timings["total_s"] = time.monotonic() - t0
     report = {"model_id": loaded.model_id, "revision": loaded.revision, "dtype": loaded.dtype,
@@ -248,20 +258,24 @@ def evaluate_axis(loaded: Any, axis: Any, cfg: Any = None, *, n_random: int = 16
 
     check_axis(loaded.model, loaded.model_id, axis)
     cfg = cfg or BuildConfig()
+    stages = Stages("axis eval", EVAL_STAGES)
     data = ds.load_data(cfg.episodes_dir, cfg.distinctions_dir, cfg.tasks_path)
     sel = _select_data(data, cfg)
+    stages.begin("data", f"{data.data_hash[:12]}")
     test_ids = axis.validation.get("code_test_pairs")
     if test_ids:  # the axis's own test pairs (on tasks its estimators never saw)
         sel["code_test"] = [p for p in data.code_pairs if p["id"] in set(test_ids)]
     sel["ep_train"], sel["ctr_train"], sel["code_train"], sel["code_dev"] = [], [], [], []
     groups = _jobs(loaded.tokenizer, sel, [], cfg)
     flat = [j for g in groups.values() for j in g]
+    stages.begin("activations", f"{len(flat)} texts (those a build read come from its cache)")
     # All layers, in the build's cache: texts the build already read are not run again.
     got = gather(loaded.model, loaded.tokenizer, flat, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
                  cache_dir=work_cache(loaded, cfg), model_tag=model_tag(loaded), progress="axis eval")
     acts, i = {}, 0
     for name, g in groups.items():
         acts[name], i = got[i : i + len(g)], i + len(g)
+    stages.begin("readings", f"layer {axis.layer}, each beside {n_random} random directions")
     dist = distinctions_for(acts, sel, token_table(acts["ep_held"]), np.asarray(axis.direction), axis.layer,
                             n_random=n_random)
     return {"model_id": loaded.model_id, "axis_sha256": axis.sha256, "layer": axis.layer,

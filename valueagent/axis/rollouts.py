@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 from valueagent.agent.prompts import PromptConfig, completion_for, extract_code, task_messages
 from valueagent.axis.activations import Span, TextJob
+from valueagent.axis.progress import Counter
 from valueagent.runtime.generation import GenerationRequest
 from valueagent.tasks import Task
 
@@ -94,7 +93,8 @@ async def _run(
 ) -> None:
     sem = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
-    t0, count, passed = time.monotonic(), 0, 0
+    count, passed = 0, 0
+    counter = Counter("rollouts", len(todo)) if progress else None
 
     async def one(ti: int, sample: int) -> None:
         nonlocal count, passed
@@ -113,14 +113,12 @@ async def _run(
                 f.write(json.dumps(asdict(r)) + "\n")
             count += 1
             passed += ok
-            if progress:
-                rate = count / max(time.monotonic() - t0, 1e-9)
-                print(f"\rrollouts: {count}/{len(todo)} ({passed} passed), {rate:.2f}/s, "
-                      f"eta {(len(todo) - count) / max(rate, 1e-9):.0f}s", end="", file=sys.stderr, flush=True)
+            if counter is not None:
+                counter.update(count, f" attempts ({passed} passed)")
 
     await asyncio.gather(*(one(ti, s) for ti, s in todo))
-    if progress and todo:
-        print(file=sys.stderr)
+    if counter is not None:
+        counter.close()
 
 
 def collect_rollouts(
