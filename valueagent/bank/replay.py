@@ -176,7 +176,7 @@ def _paired(name: str, results: Mapping[str, Sequence[P.Outcome]]) -> dict[str, 
     """``name`` against the same action driven by each control signal, and against single / always-test."""
     sig, _, action = name.rpartition("-")
     rivals = [f"{c}-{action}" for c in CONTROLS if f"{c}-{action}" in results and f"{c}-{action}" != name]
-    rivals += [r for r in ("always-test", "single") if r != name]
+    rivals += [r for r in ("always-test", "single") if r != name and r in results]
     a = np.asarray([o.passed for o in results[name]])
     out = {}
     for r in rivals:
