@@ -114,6 +114,12 @@ class HFBackend:
         self._scores: list[_Job] = []
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Futures of generations whose caller was cancelled after the worker took them: their rows leave the
+        # batch at the next step. Written by callers' threads, swapped out by the worker.
+        self._cancelled: set[cf.Future[Any]] = set()
+        self._cancel_lock = threading.Lock()
+        self.cancelled_rows = 0  # generations dropped by cancellation after the worker took them
+        self.rows_decoding = 0  # rows in the worker's batch (updated once per step)
         self._closed = False
 
     # -- public API -------------------------------------------------------------------------------
@@ -139,9 +145,17 @@ class HFBackend:
         )
 
     async def generate(self, request: GenerationRequest, *, on_token: TokenCallback | None = None) -> Generation:
-        """``on_token`` (this backend only, not the protocol): called per generated token, as it comes."""
-        job = _Job("generate", cf.Future(), request=request, on_token=on_token)
-        return await asyncio.wrap_future(self._submit(job))
+        """``on_token`` (this backend only, not the protocol): called per generated token, as it comes.
+        Cancelling the awaiting task cancels the generation: a queued one never starts, a decoding one leaves
+        the batch at the next step (no result is made for it)."""
+        future = self._submit(_Job("generate", cf.Future(), request=request, on_token=on_token))
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if not future.cancel():  # the worker took it already (a queued one is cancelled right here)
+                with self._cancel_lock:
+                    self._cancelled.add(future)
+            raise
 
     async def score(self, messages: tuple[Message, ...], completion: str) -> Scored:
         job = _Job("score", cf.Future(), messages=tuple(messages), completion=completion)
@@ -234,6 +248,7 @@ class HFBackend:
         backlog: deque[_Job] = deque()
         batch: DecodeBatch | None = None
         while True:
+            self.rows_decoding = len(batch.rows) if batch is not None else 0
             idle = (batch is None or not batch.rows) and not backlog
             jobs, shutdown = self._take(block=idle)
             for job in jobs:
@@ -257,6 +272,7 @@ class HFBackend:
                 self._serve_scores()
             if batch is None or not batch.rows:
                 batch = self._new_batch()
+            self._drop_cancelled(batch, backlog)
             room = self.max_batch - len(batch.rows)
             if backlog and room > 0:
                 admitted = [backlog.popleft() for _ in range(min(room, len(backlog)))]
@@ -271,7 +287,24 @@ class HFBackend:
                     batch = None
                     continue
                 for row, result in finished:
-                    row.future.set_result(result)
+                    if row.finish != "cancelled":
+                        row.future.set_result(result)
+
+    def _drop_cancelled(self, batch: DecodeBatch, backlog: deque[_Job]) -> None:
+        """Mark the rows of cancelled generations finished (the batch drops them at its next step, before the
+        forward pass) and forget cancelled jobs not admitted yet."""
+        with self._cancel_lock:
+            cancelled, self._cancelled = self._cancelled, set()
+        if not cancelled:
+            return  # entries of generations that had finished are simply forgotten
+        for row in batch.rows:
+            if row.future in cancelled and row.finish is None:
+                row.finish = "cancelled"
+                self.cancelled_rows += 1
+        kept = [job for job in backlog if job.future not in cancelled]
+        self.cancelled_rows += len(backlog) - len(kept)
+        backlog.clear()
+        backlog.extend(kept)
 
     @torch.inference_mode()
     def _step(self, batch: DecodeBatch) -> list[tuple[Row, Generation]]:

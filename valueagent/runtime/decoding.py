@@ -249,6 +249,8 @@ class DecodeBatch:
         """Record the pending tokens, feed them (reading their values), sample the next; return the
         rows that finished with their results (they have left the batch)."""
         for i, row in enumerate(self.rows):
+            if row.finish is not None:  # cancelled by its caller since the last step: leaves, nothing recorded
+                continue
             t = int(self.pending[i])
             if t in self.eos and not row.request.ignore_eos:
                 row.finish = "eos"

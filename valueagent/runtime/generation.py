@@ -9,7 +9,7 @@ from typing import Literal, Protocol, runtime_checkable
 Message = dict[str, str]
 """A chat message: ``{"role": "system" | "user" | "assistant", "content": str}``."""
 
-FinishReason = Literal["stop", "length", "eos", "abort"]
+FinishReason = Literal["stop", "length", "eos", "abort", "cancelled"]
 AbortTrace = Literal["value", "confidence"]
 ABORT_WINDOW = 16
 """Tokens averaged by an ``abort_below`` rule (the window of ``valueagent.signals``)."""

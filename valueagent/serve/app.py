@@ -104,8 +104,8 @@ def create_app(backend: ValueBackend, config: ServeConfig | None = None, *, max_
             metrics.finished(**counts)
 
     async def until_done(request: Request, work: Awaitable[T]) -> T:
-        """Await the backend; a client that leaves cancels its request if the worker has not taken it yet
-        (once taken it runs to its end: the worker cannot drop a row yet)."""
+        """Await the backend; a client that leaves cancels its request: a queued one never starts, a decoding
+        one leaves the worker's batch at its next step (checked every ``disconnect_poll_s``)."""
         task = asyncio.ensure_future(work)
         try:
             while True:
@@ -114,6 +114,7 @@ def create_app(backend: ValueBackend, config: ServeConfig | None = None, *, max_
                     break
                 if await request.is_disconnected():
                     task.cancel()
+                    metrics.cancelled += 1
                     raise APIError(499, "client disconnected", code="client_closed")
             return task.result()
         except ValueError as exc:  # the backend's own check of the request (e.g. steering without an axis)

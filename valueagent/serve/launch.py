@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 TOKEN_ENV = "VALUEAGENT_TOKEN"
@@ -33,11 +35,23 @@ def check_bind(host: str, token: str | None) -> None:
 def serve(app: Any, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           log_level: str = "info", graceful_s: int = 30) -> None:
     """Serve ``app`` until SIGINT/SIGTERM; on either, uvicorn stops accepting and lets requests in flight
-    finish (up to ``graceful_s``)."""
+    finish (up to ``graceful_s``). After SIGTERM this returns (the process exits 0)."""
     import uvicorn
 
     check_bind(host, token)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_s)
+    # uvicorn re-raises the signal it stopped on once it has shut down; SIGTERM's default action would then
+    # kill the process before its caller closes the backend. Ignoring that echo lets serve return.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _ignore) if main else None
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_s)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A SIGTERM after uvicorn's own handler was removed: the graceful shutdown already ran."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

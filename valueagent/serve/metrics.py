@@ -49,6 +49,7 @@ class Metrics:
         self.prompt_tokens = 0
         self.in_flight = 0
         self.rejected = 0
+        self.cancelled = 0
         self.batch = Histogram(BATCH_BUCKETS)
         self.latency = Histogram(SECONDS_BUCKETS)
 
@@ -94,6 +95,9 @@ class Metrics:
                 "# HELP valueagent_requests_rejected_total Requests refused because the queue was full (429).",
                 "# TYPE valueagent_requests_rejected_total counter",
                 f"valueagent_requests_rejected_total {self.rejected}",
+                "# HELP valueagent_requests_cancelled_total Requests cancelled because their client disconnected.",
+                "# TYPE valueagent_requests_cancelled_total counter",
+                f"valueagent_requests_cancelled_total {self.cancelled}",
                 "# HELP valueagent_batch_size Rows the worker can batch with a request when it arrives "
                 "(requests in flight, capped at the batch limit).",
                 "# TYPE valueagent_batch_size histogram",
