@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -226,7 +227,10 @@ def test_axis_hook_reads_before_steering(tiny_model, tiny_tokenizer):
 
 
 def test_request_joins_a_running_batch_and_leaves_early(tiny_model, tiny_tokenizer):
-    """Continuous batching: a late short request is served mid-flight, returns first, and matches solo."""
+    """Continuous batching: a late short request is served mid-flight, returns first, and matches solo.
+
+    Ordered by events, not by a stagger: the short request is queued from inside the long one's third
+    token (the decoding thread waits until it is), and the token events show where each one ran."""
     long_req = GenerationRequest(prompt="def add(a, b):\n", max_new_tokens=60, ignore_eos=True)
     short_req = GenerationRequest(messages=MSGS, max_new_tokens=4, ignore_eos=True, steer=0.5)
     solo_backend = make_backend(tiny_model, tiny_tokenizer)
@@ -234,20 +238,43 @@ def test_request_joins_a_running_batch_and_leaves_early(tiny_model, tiny_tokeniz
     solo_backend.close()
 
     backend = make_backend(tiny_model, tiny_tokenizer, batch_window_s=0.0)
-    order: list[str] = []
-
-    async def tagged(name, req, delay):
-        await asyncio.sleep(delay)
-        gen = await backend.generate(req)
-        order.append(name)
-        return gen
+    events: list[tuple[str, int]] = []  # appended by the decoding thread only
+    done: list[str] = []
+    queued = threading.Event()
 
     async def both():
-        return await asyncio.gather(tagged("long", long_req, 0), tagged("short", short_req, 0.02))
+        loop = asyncio.get_running_loop()
+        late: list[asyncio.Future] = []
+        started = asyncio.Event()
+
+        async def queue_short():
+            late.append(asyncio.ensure_future(backend.generate(short_req, on_token=lambda e: events.append(
+                ("short", e.index)))))
+            late[0].add_done_callback(lambda _: done.append("short"))
+            await asyncio.sleep(0)  # the new task's first step, which queues the request, runs before this resumes
+            queued.set()
+            started.set()
+
+        def on_long(event):
+            events.append(("long", event.index))
+            if event.index == 2:
+                asyncio.run_coroutine_threadsafe(queue_short(), loop)
+                queued.wait(120)  # hang guard only: the loop is free, so this returns as soon as it is queued
+
+        long_task = asyncio.ensure_future(backend.generate(long_req, on_token=on_long))
+        long_task.add_done_callback(lambda _: done.append("long"))
+        await started.wait()
+        return await long_task, await late[0]
 
     got_long, got_short = asyncio.run(both())
     backend.close()
-    assert order == ["short", "long"]
+    assert queued.is_set() and done == ["short", "long"]
+    shorts = [i for i, (name, _) in enumerate(events) if name == "short"]
+    assert [events[i][1] for i in shorts] == list(range(4))
+    assert shorts[0] > events.index(("long", 2))  # it arrived mid-flight
+    longs_while_short_ran = [e for e in events[shorts[0]:shorts[-1]] if e[0] == "long"]
+    assert longs_while_short_ran, "the long request waited instead of sharing the batch"
+    assert events[-1] == ("long", 59) and shorts[-1] < len(events) - 1  # the short one left first
     assert got_long.token_ids == solo_long.token_ids and got_short.token_ids == solo_short.token_ids
     np.testing.assert_allclose(got_long.values, solo_long.values, atol=1e-4)
     np.testing.assert_allclose(got_short.values, solo_short.values, atol=1e-4)

@@ -8,7 +8,6 @@ import io
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -339,10 +338,7 @@ def test_render_chat_without_template_is_a_clear_error(tiny_tokenizer) -> None: 
 @pytest.fixture(scope="module")
 def embedded_model() -> LoadedModel:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    start = time.perf_counter()
-    loaded = load_model("embedded", device="cpu")
-    print(f"embedded load: {time.perf_counter() - start:.1f} s")
-    return loaded
+    return load_model("embedded", device="cpu")
 
 
 @pytest.mark.slow
@@ -377,13 +373,18 @@ def test_embedded_weights_are_sane(embedded_model: LoadedModel) -> None:
 
 @pytest.mark.slow
 @needs_parts
-def test_second_embedded_load_comes_from_the_cache(embedded_model: LoadedModel) -> None:
+def test_second_embedded_load_comes_from_the_cache(
+    embedded_model: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What makes a cached load fast is that it never converts again: asserted as that, not as a time
+    (load times on a shared machine are for benchmarks/)."""
     cache = ensure_embedded(progress=False)
     assert not cache.converted and is_ready(cache.path)
     assert not list(cache.path.glob("*.gguf"))
-    start = time.perf_counter()
+
+    def no_conversion(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a load with a ready cache converted the GGUF again")
+
+    monkeypatch.setattr(embedded, "_convert", no_conversion)
     again = load_model("embedded", device="cpu")
-    elapsed = time.perf_counter() - start
-    print(f"cached embedded load: {elapsed:.1f} s")
     assert again.revision == EMBEDDED.sha256
-    assert elapsed < 30  # the GGUF conversion takes ~1 min; a cached load ~1-5 s

@@ -5,3 +5,4 @@ import time
 end = time.monotonic() + 30
 while time.monotonic() < end:
     pass
+print("reached its own end")  # what the check looks for: a timeout must stop it before this
