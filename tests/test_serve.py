@@ -91,14 +91,16 @@ def test_generate_stream_sends_one_event_per_token(url):
     body = {"prompt": "def add(a, b):", "max_new_tokens": 6, "ignore_eos": True, "seed": 3}
     plain = post(url, "/v1/generate", body).json()
     with httpx.stream("POST", url + "/v1/generate", json={**body, "stream": True}, timeout=60) as r:
-        assert r.headers["x-valueagent-stream"] == "after-generation"
+        assert r.headers["x-valueagent-stream"] == "live"  # sent as the worker decodes
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     decoded = [json.loads(e) for e in events[:-1]]
     tokens = [e for e in decoded if e["type"] == "token"]
     assert [t["token_id"] for t in tokens] == plain["token_ids"]
-    assert [t["value"] for t in tokens] == plain["values"]
+    assert [t["value"] for t in tokens] == pytest.approx(plain["values"], abs=1e-6)
+    assert "".join(t["token"] for t in tokens) == plain["text"]
     assert decoded[-1]["type"] == "done" and decoded[-1]["text"] == plain["text"]
+    assert decoded[-1]["entropies"] == pytest.approx(plain["entropies"], abs=1e-6)
 
 
 def test_openai_client_works_unchanged(url):
@@ -232,3 +234,15 @@ def test_cli_refuses_a_public_bind_without_a_token(monkeypatch):
     monkeypatch.delenv("VALUEAGENT_TOKEN", raising=False)
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "--token" in result.output
+
+
+def test_generate_stream_is_live_the_first_token_arrives_while_decoding_goes_on(url):
+    body = {"prompt": "def add(a, b):", "max_new_tokens": 400, "ignore_eos": True, "seed": 3, "stream": True}
+    with httpx.stream("POST", url + "/v1/generate", json=body, timeout=120) as r:
+        lines = r.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(first[6:])["type"] == "token"
+        # the first event came while the request is still being decoded: the server still counts it
+        assert httpx.get(url + "/health", timeout=10).json()["in_flight"] >= 1
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert rest[-1] == "data: [DONE]" and json.loads(rest[-2][6:])["n_tokens"] == 400

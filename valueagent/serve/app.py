@@ -1,9 +1,10 @@
 """The HTTP server: one value-reading backend shared by every client.
 
 Requests are not serialised: each route awaits ``backend.generate`` / ``backend.score``, and the backend's
-worker batches whatever is in flight, exactly as for in-process callers. Streaming is per token in its
-events but not yet in time: the backend returns whole generations, so the events of a request are sent
-when its generation ends (the response says so in ``X-Valueagent-Stream: after-generation``).
+worker batches whatever is in flight, exactly as for in-process callers. ``/v1/generate`` with ``stream``
+sends each token's event as the worker decodes it when the backend calls back per token (the in-process
+one: ``X-Valueagent-Stream: live``); otherwise, and for ``/v1/chat/completions``, the events of a request
+are sent when its generation ends (``X-Valueagent-Stream: after-generation``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from valueagent import __version__
-from valueagent.runtime.generation import Generation, GenerationRequest, ValueBackend
+from valueagent.runtime.generation import Generation, GenerationRequest, TokenEvent, ValueBackend
 from valueagent.runtime.wire import from_json, to_json
 from valueagent.serve import openai_compat as oa
 from valueagent.serve.guards import APIError, CountRequests, LimitBody, RequireToken, install_error_handlers
@@ -37,6 +38,14 @@ from valueagent.serve.schemas import (
 
 T = TypeVar("T")
 STREAM_HEADERS = {"X-Valueagent-Stream": "after-generation", "Cache-Control": "no-cache"}
+LIVE_HEADERS = {"X-Valueagent-Stream": "live", "Cache-Control": "no-cache"}
+
+
+def streams_live(backend: ValueBackend) -> bool:
+    """Whether the backend calls back per token as it decodes (the in-process one does; HTTP and Ray do not)."""
+    import inspect
+
+    return "on_token" in inspect.signature(backend.generate).parameters
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,10 +167,54 @@ def create_app(backend: ValueBackend, config: ServeConfig | None = None, *, max_
             req = from_json(GenerationRequest, body.model_dump(exclude={"model", "stream"}))
         except ValueError as exc:
             raise APIError(422, str(exc)) from exc
+        if body.stream and streams_live(backend):
+            return StreamingResponse(live_events(req), media_type="text/event-stream", headers=LIVE_HEADERS)
         data = to_json(await generate(request, req))
         if body.stream:
             return StreamingResponse(_token_events(data), media_type="text/event-stream", headers=STREAM_HEADERS)
         return data
+
+    async def live_events(req: GenerationRequest) -> AsyncIterator[bytes]:
+        """Each token's event as the worker decodes it (value, log-prob, text), then the whole generation.
+        A client that leaves closes this generator, which cancels the generation."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
+
+        def on_token(ev: TokenEvent) -> None:  # the decoding thread
+            loop.call_soon_threadsafe(queue.put_nowait, ev)
+
+        def event(ev: TokenEvent) -> bytes:
+            return oa.sse({"type": "token", "index": ev.index, "token": ev.text, "token_id": ev.token_id,
+                           "value": ev.value, "logprob": ev.logprob})
+
+        async with admitted() as counts:
+            task = asyncio.ensure_future(backend.generate(req, on_token=on_token))  # type: ignore[call-arg]
+            try:
+                while not task.done():
+                    getter = asyncio.ensure_future(queue.get())
+                    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        yield event(getter.result())
+                    else:
+                        getter.cancel()
+                while not queue.empty():
+                    yield event(queue.get_nowait())
+                try:
+                    gen = task.result()
+                except ValueError as exc:
+                    yield oa.sse({"type": "error", "error": {"message": str(exc), "code": 422}})
+                    return
+                counts.update(prompt_tokens=gen.prompt_tokens, generated_tokens=gen.n_tokens)
+                data = to_json(gen)
+                n = gen.n_tokens
+                rest = {k: v for k, v in data.items() if not (isinstance(v, list) and len(v) == n)}
+                yield oa.sse({"type": "done", "n_tokens": n, "streamed": "live", **rest, **{
+                    k: v for k, v in data.items() if isinstance(v, list) and len(v) == n}})
+                yield b"data: [DONE]\n\n"
+            finally:
+                if not task.done():
+                    task.cancel()
+                    metrics.cancelled += 1
 
     @app.post("/v1/score", response_model=ScoredOut)
     async def score_route(body: ScoreBody, request: Request) -> dict[str, Any]:
