@@ -102,6 +102,20 @@ def test_small_drop_needs_max_drop(tmp_path: Path) -> None:
     assert not report.ok and "max-drop" in report.checks[0].detail
 
 
+def test_max_lost_counts_tasks_whatever_the_size(tmp_path: Path) -> None:
+    for n in (4, 40):
+        base = [True] * n
+        baseline = make_baseline(_run(tmp_path / f"base{n}", base))
+        for lost, ok in ((1, True), (2, False)):
+            run = _run(tmp_path / f"r{n}-{lost}", [i >= lost for i in range(n)])
+            report = check_regression(baseline, run, max_lost=1)
+            assert report.ok is ok
+            assert ok or f"{lost} tasks lost, above --max-lost 1" in report.checks[0].detail
+    res = runner.invoke(app, ["eval", "regress", "--baseline", str(_baseline(tmp_path)), "--run",
+                              str(_run(tmp_path / "c", GOOD)), "--max-lost", "-1"])
+    assert res.exit_code == 2
+
+
 def test_regress_without_overlap_is_a_usage_error(tmp_path: Path) -> None:
     base = _baseline(tmp_path)
     other = _run(tmp_path / "o", GOOD, policies=("always-test",))

@@ -252,6 +252,9 @@ def regress(
     alpha: Annotated[float, typer.Option("--alpha", help="Significance level of the paired test.")] = 0.05,
     max_drop: Annotated[float | None, typer.Option("--max-drop", help="Also fail when pass@1 drops by more "
                                                    "than this fraction, significant or not.")] = None,
+    max_lost: Annotated[int | None, typer.Option("--max-lost", min=0, help="Also fail when a policy solved more "
+                                                 "than this many of the common tasks fewer, significant or "
+                                                 "not.")] = None,
     axis_path: Annotated[Path | None, typer.Option("--axis", help="Axis whose sidecar validation to check "
                                                    "(default: the run's config.json).")] = None,
     axis_tolerance: Annotated[float, typer.Option("--axis-tolerance", help="Allowed validation drop.")] = 0.02,
@@ -262,7 +265,7 @@ def regress(
 
     try:
         result = check_regression(load_baseline(baseline_file), run, alpha=alpha, max_drop=max_drop,
-                                  axis_path=axis_path, axis_tolerance=axis_tolerance)
+                                  max_lost=max_lost, axis_path=axis_path, axis_tolerance=axis_tolerance)
     except (BaselineError, FileNotFoundError, json.JSONDecodeError) as exc:
         fail(str(exc))
     if as_json:

@@ -3,7 +3,8 @@
 A *baseline* (``evals/baselines/*.json``, made by :func:`make_baseline` from a run directory) keeps each
 policy's per-task outcomes, so the check is *paired* on the tasks both finished: a policy regresses when
 it solved fewer of the common tasks and McNemar's exact two-sided p is below ``alpha`` (optionally also
-when the drop exceeds ``max_drop`` even without significance, for suites too small to reach it). The
+when it solved more than ``max_lost`` tasks fewer, or the drop exceeds the fraction ``max_drop``, even
+without significance: a suite of a few tasks never reaches it, four tasks give p >= 0.125). The
 value axis regresses when a higher-is-better validation figure of its artifact (the JSON sidecar's
 ``validation``: keys matching ``axis_metrics`` and none of ``axis_controls``) fell by more than
 ``axis_tolerance``.
@@ -139,7 +140,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
 
 
 def _policy_check(name: str, base: Mapping[str, bool], cur: Mapping[str, bool], alpha: float,
-                  max_drop: float | None) -> Check | None:
+                  max_drop: float | None, max_lost: int | None) -> Check | None:
     common = sorted(set(base) & set(cur))
     if not common:
         return None
@@ -147,10 +148,12 @@ def _policy_check(name: str, base: Mapping[str, bool], cur: Mapping[str, bool], 
     n, kb, kc = len(common), sum(b), sum(c)
     p = mcnemar_exact(c, b).p_value
     significant = kc < kb and p < alpha
+    too_many = max_lost is not None and kb - kc > max_lost
     too_far = max_drop is not None and (kb - kc) / n > max_drop
-    why = "significantly worse" if significant else ("drop above --max-drop" if too_far else "no significant drop")
+    why = ("significantly worse" if significant else f"{kb - kc} tasks lost, above --max-lost {max_lost}"
+           if too_many else "drop above --max-drop" if too_far else "no significant drop")
     return Check(kind="pass@1", name=name, baseline=kb / n, current=kc / n, n=n, p_value=p,
-                 regressed=significant or too_far,
+                 regressed=significant or too_many or too_far,
                  detail=f"{kc}/{n} vs baseline {kb}/{n} on common tasks, McNemar p={p:.3g}: {why}")
 
 
@@ -177,12 +180,16 @@ def check_regression(
     *,
     alpha: float = 0.05,
     max_drop: float | None = None,
+    max_lost: int | None = None,
     axis_path: str | Path | None = None,
     axis_metrics: Sequence[str] = DEFAULT_AXIS_METRICS,
     axis_controls: Sequence[str] = DEFAULT_AXIS_CONTROLS,
     axis_tolerance: float = 0.02,
 ) -> RegressionReport:
     """Check ``run_dir`` against ``baseline`` (see the module doc). ``BaselineError`` when nothing overlaps.
+
+    ``max_lost`` counts tasks net (baseline passes minus current passes on the common tasks), so a rule
+    such as "one task may flip, two fail" holds whatever the suite's size.
 
     The run's axis validation comes from ``axis_path``'s sidecar when given, else from its config.json.
     """
@@ -194,7 +201,7 @@ def check_regression(
             notes.append(f"policy {name} is in the baseline but not in the run: not checked")
             continue
         cur = {t: r.passed for t, r in run.by_policy[name].items()}
-        check = _policy_check(name, spec.get("outcomes") or {}, cur, alpha, max_drop)
+        check = _policy_check(name, spec.get("outcomes") or {}, cur, alpha, max_drop, max_lost)
         if check is None:
             notes.append(f"policy {name}: no tasks in common with the baseline")
         else:
