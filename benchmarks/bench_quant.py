@@ -27,8 +27,7 @@ from typing import Any
 import torch
 
 import valueagent.runtime.quant as quant
-from valueagent.runtime.artifact import load_axis
-from valueagent.runtime.backend import default_axis_path
+from valueagent.runtime.artifact import load_axis, shipped_axis_path
 from valueagent.runtime.loading import load_model, render_chat
 from valueagent.tasks import load_jsonl
 
@@ -112,7 +111,7 @@ def main() -> None:
     a = p.parse_args()
     plain = load_model(a.model, device="cpu", dtype="float32")
     int8 = load_model(a.model, device="cpu", dtype="float32", quantize="int8")
-    axis_path = default_axis_path(plain.model_id)
+    axis_path = shipped_axis_path(plain.model_id)
     if axis_path is None:
         sys.exit(f"no shipped value axis for {plain.model_id}: this benchmark reads one")
     axis = load_axis(axis_path)

@@ -67,3 +67,18 @@ def test_import_of_a_hidden_states_indexed_array(tmp_path):
     np.save(tmp_path / "flat.npy", arr[0])
     flat = CliRunner().invoke(app, ["axis", "import", str(tmp_path / "flat.npy"), "--model", "org/m"])
     assert flat.exit_code != 0 and "num_layers + 1" in flat.output
+
+
+def test_one_axis_file_name_rule_for_shipped_built_and_imported_axes(tmp_path, monkeypatch) -> None:
+    from valueagent.agent.shipped import expected_reading
+    from valueagent.axis.build import default_out
+    from valueagent.runtime.artifact import axis_file_name, shipped_axes_dir, shipped_axis_path
+
+    model_id = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    assert axis_file_name(model_id) == "qwen--qwen2.5-coder-0.5b-instruct.safetensors"
+    assert shipped_axis_path(model_id) == shipped_axes_dir() / axis_file_name(model_id)
+    assert shipped_axis_path("no/such-model") is None
+    reading = expected_reading("embedded", "default")  # what the gate's calibration lookup expects
+    assert reading is not None and reading.axis_path == str(shipped_axis_path(model_id))
+    monkeypatch.setenv("VALUEAGENT_CACHE", str(tmp_path))
+    assert default_out(model_id).name == axis_file_name(model_id)

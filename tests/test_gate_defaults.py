@@ -16,12 +16,11 @@ from valueagent.agent.shipped import (
     calibration_for,
     calibrations_for,
     expected_reading,
-    shipped_axis_path,
     shipped_calibrations,
 )
 from valueagent.cli import eval_cmd
 from valueagent.cli.main import app
-from valueagent.runtime.artifact import load_axis
+from valueagent.runtime.artifact import load_axis, shipped_axis_path
 from valueagent.runtime.generation import GenerationRequest, ModelInfo
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +44,12 @@ class ShippedCalibration:
     axis_sha256: str | None
 
 
-def _axes_dir() -> Path:
-    return Path(str(resources.files("valueagent"))) / "data" / "axes"
-
-
-def shipped_axis_path(model_id: str) -> Path | None:
-    """The axis shipped for ``model_id`` (same rule as ``valueagent.runtime.backend.default_axis_path``)."""
-    candidate = _axes_dir() / f"{model_id.replace('/', '--').lower()}.safetensors"
-    return candidate if candidate.is_file() else None
-
-
 def shipped_calibrations() -> tuple[ShippedCalibration, ...]:
     """Every gate calibration shipped with the package, by file name."""
+    from valueagent.runtime.artifact import shipped_axes_dir
+
     out = []
-    for path in sorted(_axes_dir().glob(f"*{_SUFFIX}*.json")):
+    for path in sorted(shipped_axes_dir().glob(f"*{_SUFFIX}*.json")):
         stem = path.name.removesuffix(".json")
         _, _, tail = stem.partition(_SUFFIX)
         variant = tail.removeprefix("-") or DEFAULT_VARIANT
@@ -106,7 +97,7 @@ def expected_reading(model: str, axis: str | None) -> Reading | None:
         return None
     if axis in (None, "", "none"):
         return Reading(model_id=model_id, axis_sha256=None, axis_layer=None, axis_path=None)
-    from valueagent.runtime.artifact import load_axis
+    from valueagent.runtime.artifact import load_axis, shipped_axis_path
 
     path = shipped_axis_path(model_id) if axis == "default" else Path(axis)
     if path is None:

@@ -309,7 +309,9 @@ def user_dir() -> Path:
 
 def default_out(model_id: str) -> Path:
     """The axis a build writes for ``model_id`` when no ``--out`` is given (in the user cache)."""
-    return user_dir() / "axes" / f"{model_id.replace('/', '--').lower()}.safetensors"
+    from valueagent.runtime.artifact import axis_file_name
+
+    return user_dir() / "axes" / axis_file_name(model_id)
 
 
 def default_report_dir(out: Path) -> Path:

@@ -112,10 +112,9 @@ def _outputs(model: str, out: Path | None, report_dir: Path | None, overwrite: b
 
 def _axis_for(axis: str, model_id: str) -> Any:
     """Load ``axis`` (a path, or ``default`` = the shipped axis for ``model_id``)."""
-    from valueagent.runtime.artifact import load_axis
-    from valueagent.runtime.backend import default_axis_path
+    from valueagent.runtime.artifact import load_axis, shipped_axis_path
 
-    path = default_axis_path(model_id) if axis == "default" else axis
+    path = shipped_axis_path(model_id) if axis == "default" else axis
     if path is None:
         fail(f"no axis ships for {model_id}; build one with `valueagent axis build --model ... --out PATH` "
              "and pass --axis PATH")
@@ -278,7 +277,7 @@ def import_cmd(
 
     import numpy as np
 
-    from valueagent.runtime.artifact import axis_from_array, save_axis
+    from valueagent.runtime.artifact import axis_file_name, axis_from_array, save_axis
 
     if not array.exists():
         fail(f"no such file: {array}")
@@ -297,7 +296,7 @@ def import_cmd(
         fail(str(exc))
     if residual_norm is not None:
         ax = dataclasses.replace(ax, residual_norm_mean=float(residual_norm))
-    target = out or Path(f"{model.replace('/', '--').lower()}.safetensors")
+    target = out or Path(axis_file_name(model))
     save_axis(ax, target)
     typer.echo(json.dumps({"out": str(target), "model_id": model, "layer": chosen, "num_layers": n_layers,
                            "hidden_size": int(arr.shape[1]), "sha256": ax.sha256}))

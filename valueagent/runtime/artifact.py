@@ -88,6 +88,25 @@ class ValueAxis:
             )
 
 
+def axis_file_name(model_id: str) -> str:
+    """The file name an axis of ``model_id`` goes by, ``org--name.safetensors`` in lower case: the rule of
+    the shipped axes (:func:`shipped_axis_path`), of a build's default output and of ``axis import``."""
+    return f"{model_id.replace('/', '--').lower()}.safetensors"
+
+
+def shipped_axes_dir() -> Path:
+    """``valueagent/data/axes``: the axes shipped as package data, with their gate calibrations."""
+    from importlib import resources
+
+    return Path(str(resources.files("valueagent"))) / "data" / "axes"
+
+
+def shipped_axis_path(model_id: str) -> Path | None:
+    """The axis shipped with the package for ``model_id`` (what ``--axis default`` reads), or None."""
+    candidate = shipped_axes_dir() / axis_file_name(model_id)
+    return candidate if candidate.is_file() else None
+
+
 def _norm_id(model_id: str) -> str:
     return model_id.rstrip("/").lower()
 

@@ -479,15 +479,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def default_axis_path(model_id: str) -> str | None:
-    """The axis shipped with the package for ``model_id``, if there is one."""
-    from importlib.resources import files
-
-    slug = model_id.replace("/", "--").lower()
-    candidate = files("valueagent") / "data" / "axes" / f"{slug}.safetensors"
-    return str(candidate) if candidate.is_file() else None
-
-
 def load_backend(
     model: str = "embedded",
     *,
@@ -502,7 +493,7 @@ def load_backend(
     ``"int8"`` to decode through int8 linear layers on a CPU (see :func:`valueagent.runtime.loading.load_model`).
     A spec ``http://HOST:PORT`` (or https) connects to a ``valueagent serve`` server instead
     (:class:`valueagent.runtime.http.HTTPBackend`; the server's model, axis and dtype apply)."""
-    from valueagent.runtime.artifact import load_axis
+    from valueagent.runtime.artifact import load_axis, shipped_axis_path
     from valueagent.runtime.loading import load_model
 
     if model.startswith(("http://", "https://")):
@@ -513,7 +504,7 @@ def load_backend(
     loaded = load_model(model, device=device, dtype=dtype, quantize=quantize)
     axis_obj, axis_name = None, None
     if axis == "default":
-        path = default_axis_path(loaded.model_id)
+        path = shipped_axis_path(loaded.model_id)
         if path is not None:
             axis_obj, axis_name = load_axis(path), f"default:{loaded.model_id}"
     elif axis is not None:
