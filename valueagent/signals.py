@@ -38,6 +38,16 @@ def unpack_vector(data: str | Sequence[float] | None) -> np.ndarray | None:
 
 
 Sample = Mapping[str, Any]
+
+
+def trace_record(values: Sequence[float], logprobs: Sequence[float], entropies: Sequence[float],
+                 top_logprobs: Sequence[Sequence[float]], hidden_mean: Sequence[float] | None) -> dict[str, Any]:
+    """A generation's readings in the precision a bank stores them (4 decimals, top-k 3, the mean residual in
+    float16): a live policy scores this form, so it ranks exactly as its replay from a bank does."""
+    return {"values": [round(float(v), 4) for v in values], "logprobs": [round(float(v), 4) for v in logprobs],
+            "entropies": [round(float(v), 4) for v in entropies],
+            "top_logprobs": [[round(float(x), 3) for x in t] for t in top_logprobs],
+            "hidden_mean": pack_vector(hidden_mean)}
 SignalFn = Callable[[Sample], float]
 
 WINDOW = 16

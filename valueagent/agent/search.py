@@ -31,7 +31,7 @@ from valueagent.agent.prompts import completion_for, extract_code, program_for
 from valueagent.agent.settings import AgentSettings
 from valueagent.agent.state import AgentInput, AgentOutput, AgentState, Candidate, TestRun
 from valueagent.runtime.generation import AbortTrace, Generation, GenerationRequest, ValueBackend
-from valueagent.signals import FIXED, Logistic, SignalFn, uniform_draw
+from valueagent.signals import FIXED, Logistic, SignalFn, trace_record, uniform_draw
 
 Action = Literal["rank", "seq", "stop"]
 AXIS_SIGNALS = ("value", "value-lowest", "value+logprob", "probe")  # need the axis reading
@@ -58,11 +58,11 @@ class MissingCalibration(ValueError):
 
 
 def _sample_dict(gen: Generation) -> dict[str, Any]:
-    return {"values": gen.values, "logprobs": gen.logprobs, "entropies": gen.entropies,
-            "top_logprobs": gen.top_logprobs, "hidden_mean": gen.hidden_mean, "token_ids": gen.token_ids}
+    return {**trace_record(gen.values, gen.logprobs, gen.entropies, gen.top_logprobs, gen.hidden_mean),
+            "token_ids": gen.token_ids}
 
 
-def signal_fn(name: str, fitted: Mapping[str, Any], seed: int, task_id: str) -> SignalFn | None:
+def signal_fn(name: str, fitted: Mapping[str, Any]) -> SignalFn | None:
     """The live score of a sample for signal ``name`` (None for ``random``/``order``, which score by index)."""
     if name in FIXED:
         return FIXED[name]
@@ -93,7 +93,7 @@ def make_search_node(backend: ValueBackend, settings: AgentSettings, sandbox: Sa
     async def search(state: AgentState) -> dict[str, Any]:
         task = state["task"]
         seed = int(state["seed"])
-        score_fn = signal_fn(spec.signal, params.get("fitted", {}), seed, task["task_id"])
+        score_fn = signal_fn(spec.signal, params.get("fitted", {}))
         used = state["used"].copy()
         trace = list(state["trace"])
         tests: list[TestRun] = []

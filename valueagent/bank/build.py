@@ -23,7 +23,6 @@ from valueagent.bank.store import (
     BankError,
     BankManifest,
     done_task_ids,
-    pack_floats,
     read_manifest,
     write_manifest,
     write_task,
@@ -31,7 +30,7 @@ from valueagent.bank.store import (
 from valueagent.runner import RunnerSandbox, score_hidden, task_seed
 from valueagent.runtime.decoding import TOP_K
 from valueagent.runtime.generation import Generation, GenerationRequest, ValueBackend
-from valueagent.signals import pack_vector
+from valueagent.signals import trace_record
 from valueagent.tasks import Task
 
 SEED_STRIDE = 1_000_003
@@ -125,10 +124,8 @@ async def sample_task(backend: ValueBackend, sandbox: RunnerSandbox, task: Task,
             "index": j, "kind": "greedy" if j == 0 else "sample", "seed": req.seed,
             "temperature": req.temperature, "top_p": req.top_p,
             "text": gen.text, "code": code, "finish_reason": gen.finish_reason,
-            "token_ids": list(gen.token_ids), "logprobs": pack_floats(gen.logprobs),
-            "values": pack_floats(gen.values), "entropies": pack_floats(gen.entropies),
-            "top_logprobs": [pack_floats(t, 3) for t in gen.top_logprobs],
-            "hidden_mean": pack_vector(gen.hidden_mean),
+            "token_ids": list(gen.token_ids),
+            **trace_record(gen.values, gen.logprobs, gen.entropies, gen.top_logprobs, gen.hidden_mean),
             "visible": visible, "hidden_passed": hidden, "hidden_status": status[:200],
         })
     return {"task_id": task.task_id, "visible_total": len(public.visible_tests),

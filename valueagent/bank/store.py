@@ -12,7 +12,7 @@ import gzip
 import json
 import os
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,10 +67,6 @@ class BankManifest:
         """The fields (besides ``extra``) on which two manifests disagree."""
         a, b = self.to_dict(), other.to_dict()
         return [k for k in a if k != "extra" and a[k] != b.get(k)]
-
-
-def pack_floats(values: Sequence[float], decimals: int = 4) -> list[float]:
-    return [round(float(v), decimals) for v in values]
 
 
 def task_file(root: Path, task_id: str) -> Path:
