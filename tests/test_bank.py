@@ -209,3 +209,30 @@ def test_bank_cli_bad_input_is_one_line_before_any_model_loads(tmp_path: Path, a
     lines = [x for x in res.output.splitlines() if x.strip()]
     assert len(lines) == 1 and message in lines[0], res.output
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_fitted_signal_thresholds_come_from_out_of_fold_scores() -> None:
+    """A probe on pure-noise residuals fits its own calibration samples perfectly; thresholds set on those
+    in-sample scores would accept nearly everything untested. Cross-fitted scores must not."""
+    import numpy as np
+
+    from valueagent.bank.store import Bank, BankManifest
+    from valueagent.signals import pack_vector
+
+    rng = np.random.default_rng(0)
+    manifest = BankManifest(model_id="m", revision=None, weights="w", dtype="float32", quantization=None, axis=None,
+                            axis_layer=None, axis_sha256=None, samples=8, temperature=0.8, top_p=0.95, seed=0,
+                            seed_rule="r", max_new_tokens=8, prefill="", stop=(), top_k=5, tasks_source="t")
+
+    def sample() -> dict[str, Any]:
+        n = 20
+        return {"token_ids": [1] * n, "values": rng.normal(0, 0.1, n).round(4).tolist(),
+                "logprobs": (-rng.random(n)).round(4).tolist(), "entropies": rng.random(n).round(4).tolist(),
+                "top_logprobs": (-rng.random((n, 5))).round(3).tolist(), "finish_reason": "eos",
+                "hidden_mean": pack_vector(rng.normal(0, 1, 64).tolist()), "visible": [bool(rng.random() < 0.5)],
+                "hidden_passed": bool(rng.random() < 0.5)}
+
+    tasks = tuple({"task_id": f"T/{i}", "visible_total": 1, "samples": [sample() for _ in range(9)]}
+                  for i in range(40))
+    out = replay(Bank(Path("."), manifest, tasks), ReplayConfig(calibration=tuple(f"T/{i}" for i in range(20))))
+    assert out["calibration"]["probe-seq"]["accept_rate"] < 0.2, out["calibration"]["probe-seq"]

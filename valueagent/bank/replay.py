@@ -82,6 +82,29 @@ def _view(task: Mapping[str, Any], fns: Mapping[str, SignalFn], seed: int) -> P.
     )
 
 
+FOLDS = 5
+
+
+def cross_fitted_views(tasks: Sequence[Mapping[str, Any]], fns: Mapping[str, SignalFn],
+                       fitted: Mapping[str, Logistic], seed: int) -> list[P.TaskView]:
+    """Calibration views whose fitted-signal scores come from models that never saw that task (5 folds by
+    task): thresholds set on in-sample scores of a probe would trust its overfit and accept everything."""
+    views = []
+    for k in range(FOLDS):
+        held = [t for i, t in enumerate(tasks) if i % FOLDS == k]
+        if not held:
+            continue
+        rest = [s for i, t in enumerate(tasks) if i % FOLDS != k for s in t["samples"][1:]]
+        try:
+            fold = fit_signals(rest)
+            fold_fns = {**fns, **{name: fold[name].signal() for name in fitted}}
+        except SignalError:  # a fold with one outcome only: fall back to the full fit for its tasks, said so
+            fold_fns = dict(fns)
+        views += [_view(t, fold_fns, seed) for t in held]
+    order = {t["task_id"]: i for i, t in enumerate(tasks)}
+    return sorted(views, key=lambda v: order[v.task_id])
+
+
 @dataclass
 class Calibrated:
     """Everything fitted on calibration tasks: the fitted signals and every rule's threshold."""
@@ -238,7 +261,8 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
     except SignalError as exc:  # reported in the result; every policy of a fitted signal is left out
         fitted, unfitted = {}, str(exc)
     fns: dict[str, SignalFn] = {**FIXED, **{name: model.signal() for name, model in fitted.items()}}
-    cal_views = [_view(t, fns, config.seed) for t in calib_tasks]
+    cal_views = cross_fitted_views(calib_tasks, fns, fitted, config.seed) if fitted else \
+        [_view(t, fns, config.seed) for t in calib_tasks]
     views = [_view(t, fns, config.seed) for t in eval_tasks]
     n = bank.manifest.samples
     cal = calibrate(cal_views, fns, config.risk)
