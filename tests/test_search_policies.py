@@ -146,3 +146,17 @@ def test_a_policy_registered_outside_the_package_runs_through_run_and_eval(
     assert res.exit_code == 0, res.output
     rec = json.loads((tmp_path / "e" / "results.jsonl").read_text().splitlines()[0])
     assert rec["policy"] == "my-accept"
+
+
+def test_a_search_policy_without_its_calibration_is_refused_before_the_model_loads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from valueagent.cli import agent_cmd
+    from valueagent.cli.main import app
+
+    monkeypatch.setattr(agent_cmd, "load_backend_or_fail", lambda *a, **k: pytest.fail("the model was loaded"))
+    res = CliRunner().invoke(app, ["run", "humaneval", "--split", "eval", "--limit", "1", "--policy", "value-seq",
+                                   "--output-dir", str(tmp_path / "r")])
+    assert res.exit_code == 2, res.output
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and "no search calibration for value-seq" in lines[0] and "--gate-config-out" in lines[0]
+    assert not (tmp_path / "r").exists()

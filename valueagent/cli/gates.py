@@ -8,7 +8,7 @@ one, unless ``--uncalibrated`` asks for the untuned gate (it never backtracks an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,19 @@ def _load(path: Path, shipped: str | None, needs: tuple[str, ...]) -> GateChoice
     loaded = checks.gate_config(path)
     assert loaded is not None
     configs, document = loaded
+    _check_search(path, configs, needs)
     return GateChoice(path=path, configs=configs, document=document, shipped=shipped, needs=needs)
+
+
+def _check_search(path: Path, configs: Mapping[str, Any], needs: Sequence[str]) -> None:
+    """A search policy with thresholds or a fitted signal needs them in the file (from ``bank replay``)."""
+    from valueagent.agent.policies import policy_spec
+
+    missing = [p for p in needs if policy_spec(p).search is not None and not (p in configs and configs[p].search)]
+    if missing:
+        fail(f"--gate-config {path} has no search calibration for {', '.join(missing)}: make one from a sample "
+             "bank of this model with `valueagent bank replay BANK --gate-config-out FILE` and pass "
+             "--gate-config FILE")
 
 
 def _needs_line(needs: Sequence[str]) -> str:
