@@ -309,16 +309,21 @@ def headline_answers(out: Mapping[str, Any]) -> dict[str, Any]:
         hit = next((v for _m, v in pts if target is not None and v["pass_at_1"] >= target), None)
         runs_needed[s] = None if hit is None else {"test_runs": hit["test_runs"], "pass_at_1": hit["pass_at_1"]}
     budget = out["policies"].get("always-test", {}).get("tokens")
-    best = None
-    if budget is not None:
-        within = [(k, v) for k, v in {**out["policies"], **fr}.items()
-                  if v["tokens"] <= budget * 1.0001 and not k.startswith("oracle")]
-        if within:
-            k, v = max(within, key=lambda kv: (kv[1]["pass_at_1"], -kv[1]["tokens"]))
-            best = {"policy": k, **{x: v[x] for x in ("pass_at_1", "ci", "tokens", "test_runs")}}
+    everything = {k: v for k, v in {**out["policies"], **fr}.items() if not k.startswith("oracle")}
+
+    def best_within(tokens: float) -> dict[str, Any] | None:
+        within = [(k, v) for k, v in everything.items() if v["tokens"] <= tokens * 1.0001]
+        if not within:
+            return None
+        k, v = max(within, key=lambda kv: (kv[1]["pass_at_1"], -kv[1]["tokens"]))
+        return {"policy": k, "budget": tokens, **{x: v[x] for x in ("pass_at_1", "ci", "tokens", "test_runs")}}
+
+    budgets = {f"{m}x always-test": budget * m for m in (1, 2, 4)} if budget is not None else {}
     return {"signal_order": [{"signal": s, "within_task_auroc": a, "top1": t} for s, a, t in ranked],
             "always_test_pass_at_1": target, "test_runs_to_match_always_test": runs_needed,
-            "best_at_always_test_tokens": best, "always_test_tokens": budget}
+            "best_at_always_test_tokens": best_within(budget) if budget is not None else None,
+            "best_at_token_budgets": {name: best_within(b) for name, b in budgets.items()},
+            "always_test_tokens": budget}
 
 
 def gate_document(result: Mapping[str, Any], cal: Calibrated) -> dict[str, Any]:

@@ -58,10 +58,11 @@ def render_text(result: Mapping[str, Any]) -> str:
     for s, v in a["test_runs_to_match_always_test"].items():
         lines.append(f"  {s}-rank reaches it with " + ("never" if v is None else f"{v['test_runs']:.2f} test runs "
                                                        f"({_pct(v['pass_at_1'])}%)"))
-    if a["best_at_always_test_tokens"]:
-        b = a["best_at_always_test_tokens"]
-        lines.append(f"best pass@1 within always-test's tokens: {b['policy']} {_pct(b['pass_at_1'])}% "
-                     f"[{_pct(b['ci'][0])}, {_pct(b['ci'][1])}] at {b['tokens']:.0f} tokens")
+    for name, b in a.get("best_at_token_budgets", {}).items():
+        if b:
+            lines.append(f"best pass@1 within {name} tokens ({b['budget']:.0f}): {b['policy']} "
+                         f"{_pct(b['pass_at_1'])}% [{_pct(b['ci'][0])}, {_pct(b['ci'][1])}] at {b['tokens']:.0f} "
+                         f"tokens, {b['test_runs']:.2f} test runs")
     return "\n".join(lines)
 
 
