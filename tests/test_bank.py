@@ -236,3 +236,17 @@ def test_fitted_signal_thresholds_come_from_out_of_fold_scores() -> None:
                   for i in range(40))
     out = replay(Bank(Path("."), manifest, tasks), ReplayConfig(calibration=tuple(f"T/{i}" for i in range(20))))
     assert out["calibration"]["probe-seq"]["accept_rate"] < 0.2, out["calibration"]["probe-seq"]
+
+
+@pytest.mark.slow
+def test_the_committed_bank_replays_to_the_readme_figures() -> None:
+    """README "Value-guided search": the committed 0.5B bank, replayed, gives the quoted figures."""
+    root = Path(__file__).resolve().parents[1] / "evals" / "bank" / "qwen2.5-coder-0.5b-int8"
+    out = replay(load_bank(root))
+    assert out["split"] == {"calibration": 40, "eval": 124}
+    passed = {name: p["passed"] for name, p in out["policies"].items()}
+    assert passed["single"] == 70 and passed["always-test"] == 82  # 56.5%, 66.1%
+    assert passed["value-top1"] == passed["random-top1"] == 62 and passed["logprob-top1"] == 74
+    assert passed["value-rank"] == passed["random-rank"] == 92 and passed["logprob-rank"] == 96
+    assert passed["value-seq"] == 74 and passed["value-stop"] == 81 and passed["order-test"] == 93
+    assert out["paired"]["value-stop"]["random-stop"]["p"] < 0.01
