@@ -70,12 +70,10 @@ def token_confidence(sample: Sample) -> np.ndarray:
 
 def windows(x: np.ndarray, w: int = WINDOW) -> np.ndarray:
     """Means over sliding windows of ``w`` tokens (one window over the whole trace when it is shorter)."""
-    if len(x) == 0:
-        return np.zeros(1)
-    if len(x) <= w:
-        return np.asarray([x.mean()])
-    c = np.cumsum(np.r_[0.0, x])
-    return (c[w:] - c[:-w]) / w
+    rw = running_window(x, w)
+    if len(rw):
+        return rw
+    return np.asarray([x.mean()]) if len(x) else np.zeros(1)
 
 
 def running_window(x: np.ndarray, w: int = WINDOW) -> np.ndarray:

@@ -8,7 +8,15 @@ from typing import Any, Protocol
 from valueagent.agent.nodes import AsyncNode, Node, record_reading, tokens_left
 from valueagent.agent.prompts import completion_for, feedback_message, program_for
 from valueagent.agent.settings import AgentSettings
-from valueagent.agent.state import AgentState, Candidate, CaseDict, Sampling, TestRun, TranscriptEntry
+from valueagent.agent.state import (
+    AgentState,
+    Candidate,
+    CaseDict,
+    PublicTaskDict,
+    Sampling,
+    TestRun,
+    TranscriptEntry,
+)
 from valueagent.tasks import VisibleTest
 
 
@@ -32,17 +40,21 @@ def _case_dict(result: Any) -> CaseDict:
     )
 
 
+async def run_visible_tests(sandbox: SandboxProvider, task: PublicTaskDict, code: str) -> list[CaseDict]:
+    """The task's visible tests on ``code`` in the sandbox, assembled exactly as hidden scoring assembles it."""
+    cases = [VisibleTest(t["call"], t["expected"], t["source"]) for t in task["visible_tests"]]
+    runner = await sandbox()
+    return [_case_dict(r) for r in await runner.arun_cases(program_for(task["prompt"], code, task["entry_point"]),
+                                                           cases)]
+
+
 def make_run_tests_node(sandbox: SandboxProvider, settings: AgentSettings) -> AsyncNode:
     """Run the visible tests on the last candidate in the sandbox and decide: accept, revise or stop."""
 
     async def run_tests(state: AgentState) -> dict[str, Any]:
         task = state["task"]
         candidates = [c.copy() for c in state["candidates"]]
-        code = candidates[-1]["code"]
-        cases = [VisibleTest(t["call"], t["expected"], t["source"]) for t in task["visible_tests"]]
-        runner = await sandbox()
-        results = [_case_dict(r) for r in await runner.arun_cases(
-            program_for(task["prompt"], code, task["entry_point"]), cases)]
+        results = await run_visible_tests(sandbox, task, candidates[-1]["code"])
         passed = sum(c["passed"] for c in results)
         candidates[-1]["visible_passed"], candidates[-1]["visible_total"] = passed, len(results)
         used = state["used"].copy()

@@ -24,10 +24,10 @@ from typing import Any, Literal, cast
 import numpy as np
 from langgraph.graph import END, START, StateGraph
 
-from valueagent.agent.checks import SandboxProvider
+from valueagent.agent.checks import SandboxProvider, run_visible_tests
 from valueagent.agent.nodes import SEED_STRIDE, make_prepare_node, record_reading
 from valueagent.agent.policies import SAMPLED, PolicySpec, register_policy
-from valueagent.agent.prompts import completion_for, extract_code, program_for
+from valueagent.agent.prompts import completion_for, extract_code
 from valueagent.agent.settings import AgentSettings
 from valueagent.agent.state import AgentInput, AgentOutput, AgentState, Candidate, TestRun
 from valueagent.runtime.generation import AbortTrace, Generation, GenerationRequest, ValueBackend
@@ -130,13 +130,7 @@ def make_search_node(backend: ValueBackend, settings: AgentSettings, sandbox: Sa
             """Visible tests of sample j; None when the task has none (nothing is run)."""
             if not task["visible_tests"]:
                 return None
-            from valueagent.agent.checks import _case_dict
-            from valueagent.tasks import VisibleTest
-
-            runner = await sandbox()
-            cases = [VisibleTest(t["call"], t["expected"], t["source"]) for t in task["visible_tests"]]
-            results = [_case_dict(r) for r in await runner.arun_cases(
-                program_for(task["prompt"], samples[j]["code"], task["entry_point"]), cases)]
+            results = await run_visible_tests(sandbox, task, samples[j]["code"])
             passed = sum(c["passed"] for c in results)
             used["test_runs"] += 1
             tests.append(TestRun(attempt=j, passed=passed, total=len(results), cases=results))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from valueagent.agent.nodes import SEED_STRIDE
 from valueagent.agent.prompts import PromptConfig, completion_for, extract_code, program_for, task_messages
 from valueagent.bank.store import (
     BankError,
@@ -33,7 +34,6 @@ from valueagent.runtime.generation import Generation, GenerationRequest, ValueBa
 from valueagent.signals import trace_record
 from valueagent.tasks import Task
 
-SEED_STRIDE = 1_000_003
 SEED_RULE = "greedy: temperature 0; sample j (1..N): seed = task_seed(seed, task_id) * 1000003 + j"
 PROGRESS = "progress.json"
 
@@ -86,16 +86,24 @@ def manifest_for(backend: ValueBackend, spec: BankSpec, prompt: PromptConfig, ta
     )
 
 
-def check_resume(root: Path, manifest: BankManifest, resume: bool) -> set[str]:
-    """Task ids already in the bank at ``root`` (a bank made the same way), or an error that says what to do."""
+def check_output_dir(root: Path, resume: bool) -> bool:
+    """Whether ``root`` already holds a bank (then ``resume`` must be asked for); an error that says what to do
+    when it is a file, another folder's contents, or a bank without ``--resume``. Needs no model."""
     if root.exists() and not root.is_dir():
         raise BankError(f"--output-dir {root} is a file: choose a directory")
     if not (root / "bank.json").exists():
         if root.is_dir() and any(root.iterdir()):
             raise BankError(f"--output-dir {root} is not empty and holds no bank: choose an empty or new directory")
-        return set()
+        return False
     if not resume:
         raise BankError(f"{root} already holds a bank: pass --resume to continue it, or choose another --output-dir")
+    return True
+
+
+def check_resume(root: Path, manifest: BankManifest, resume: bool) -> set[str]:
+    """Task ids already in the bank at ``root`` (a bank made the same way), or an error that says what to do."""
+    if not check_output_dir(root, resume):
+        return set()
     old = read_manifest(root)
     if diff := old.differences(manifest):
         raise BankError(f"{root} was built with other settings ({', '.join(diff)} differ): resume it with the "

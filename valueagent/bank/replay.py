@@ -46,11 +46,9 @@ class ReplayConfig:
 def split_ids(bank: Bank, calibration: Sequence[str] | None) -> tuple[set[str], set[str]]:
     ids = [t["task_id"] for t in bank]
     if calibration is None:
-        import json
-        from importlib import resources
+        from valueagent.tasks import humaneval_split
 
-        spec = json.loads(resources.files("valueagent").joinpath("data/humaneval_split.json").read_text())
-        calib = set(spec["calibration"]) & set(ids)
+        calib = {t.task_id for t in humaneval_split("calibration")} & set(ids)
         if not calib:
             raise BankError(f"{bank.root} holds no task of HumanEval's calibration split: pass --calibration-ids "
                             "(task ids whose samples fit the probe and thresholds)")

@@ -43,7 +43,7 @@ def build(
 ) -> None:
     """Sample the greedy answer and N fresh samples for every task, with per-token value, log-prob,
     entropy and top-k log-probs, visible-test verdicts and the hidden verdict; one file per task."""
-    from valueagent.bank.build import BankSpec, build_bank, manifest_for
+    from valueagent.bank.build import BankSpec, build_bank, check_output_dir, manifest_for
     from valueagent.bank.store import BankError
     from valueagent.cli.agent_cmd import load_tasks
 
@@ -52,10 +52,10 @@ def build(
                         max_new_tokens=max_new_tokens, concurrency=concurrency)
     except BankError as exc:
         fail(str(exc))
-    if output_dir.exists() and not output_dir.is_dir():
-        fail(f"--output-dir {output_dir} is a file: choose a directory")
-    if (output_dir / "bank.json").exists() and not resume:
-        fail(f"{output_dir} already holds a bank: pass --resume to continue it, or choose another --output-dir")
+    try:
+        check_output_dir(output_dir, resume)
+    except BankError as exc:
+        fail(str(exc))
     tasks = load_tasks(source, split="all", limit=limit, task_ids=None)
     if not tasks:
         fail(f"{source} holds no tasks: give a file with at least one HumanEval-schema line")
