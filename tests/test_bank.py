@@ -126,6 +126,29 @@ def test_bank_resumes_refuses_other_settings_and_replay_never_writes(backend: An
         load_bank(root)
 
 
+@pytest.mark.slow
+def test_a_task_written_meanwhile_by_another_builder_is_skipped(backend: Any, sandbox: Any, tmp_path: Path) -> None:
+    """Two builders on one bank (``bank build --resume`` and ``--resume --reverse``) meet in the middle: a task
+    whose file appears while a build runs is not sampled again, and its file is left as the other wrote it."""
+    tasks = _tasks()
+    other = tmp_path / "other"
+    assert _build(backend, sandbox, other, tasks=tasks[-1:]) == (1, 0)
+    theirs = task_file(other, tasks[-1].task_id).read_bytes()
+    root = tmp_path / "bank"
+    spec = BankSpec(samples=N, max_new_tokens=TOKENS, concurrency=1)
+    manifest = manifest_for(backend, spec, PromptConfig(), "humaneval", "float32 (random init)")
+
+    def the_other_builder_finishes(progress: dict[str, Any], written: int, todo: int) -> None:
+        if written == 1:
+            task_file(root, tasks[-1].task_id).write_bytes(theirs)
+
+    assert asyncio.run(build_bank(tasks, backend=backend, sandbox=sandbox, root=root, spec=spec, manifest=manifest,
+                                  resume=False, on_task=the_other_builder_finishes)) == (2, 1)
+    assert task_file(root, tasks[-1].task_id).read_bytes() == theirs
+    assert [t["task_id"] for t in load_bank(root)] == [t.task_id for t in tasks]
+    assert json.loads((root / "progress.json").read_text())["done"] == 2
+
+
 def test_abort_below_ends_the_decode_where_the_window_falls(backend: Any) -> None:
     from valueagent.runtime.generation import ABORT_WINDOW
     from valueagent.signals import WINDOW, running_window

@@ -25,6 +25,7 @@ from valueagent.bank.store import (
     BankManifest,
     done_task_ids,
     read_manifest,
+    task_file,
     write_manifest,
     write_task,
 )
@@ -145,7 +146,8 @@ async def build_bank(
     manifest: BankManifest, resume: bool, prompt: PromptConfig | None = None,
     on_task: Callable[[dict[str, Any], int, int], None] | None = None,
 ) -> tuple[int, int]:
-    """Sample every task not yet in the bank at ``root``; returns ``(written, skipped)``."""
+    """Sample every task not yet in the bank at ``root``; returns ``(written, skipped)``. A task whose file
+    appears while this build runs (another builder on the same bank, e.g. ``--reverse``) is skipped too."""
     prompt = prompt or PromptConfig()
     done = check_resume(root, manifest, resume)
     write_manifest(root, manifest)
@@ -155,23 +157,29 @@ async def build_bank(
     started = time.time()
     tokens = 0
 
+    skipped = len(done)
+
     async def one(task: Task) -> None:
-        nonlocal written, tokens
+        nonlocal written, tokens, skipped
         async with gate:
+            if task_file(root, task.task_id).exists():
+                skipped += 1
+                return
             record = await sample_task(backend, sandbox, task, spec, prompt)
         write_task(root, record)
         written += 1
         tokens += sum(len(s["token_ids"]) for s in record["samples"])
         elapsed = time.time() - started
-        progress = {"done": len(done) + written, "total": len(done) + len(todo), "written_this_run": written,
+        progress = {"done": skipped + written, "total": len(done) + len(todo), "written_this_run": written,
                     "elapsed_s": round(elapsed), "tokens_this_run": tokens,
                     "tokens_per_s": round(tokens / max(elapsed, 1e-9), 2),
-                    "eta_s": round(elapsed / written * (len(todo) - written)), "last": task.task_id}
-        tmp = root / (PROGRESS + ".tmp")
+                    "eta_s": round(elapsed / written * (len(done) + len(todo) - skipped - written)),
+                    "last": task.task_id}
+        tmp = root / f"{PROGRESS}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(progress) + "\n")
         os.replace(tmp, root / PROGRESS)
         if on_task is not None:
             on_task(progress, written, len(todo))
 
     await asyncio.gather(*(one(t) for t in todo))
-    return written, len(done)
+    return written, skipped

@@ -77,7 +77,7 @@ def write_task(root: Path, record: Mapping[str, Any]) -> Path:
     """Write one task's record atomically (temporary file, fsync, rename)."""
     path = task_file(root, str(record["task_id"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: two builders may share a bank
     data = gzip.compress(json.dumps(record, ensure_ascii=False, allow_nan=False).encode(), mtime=0)
     with open(tmp, "wb") as fh:
         fh.write(data)
@@ -100,7 +100,7 @@ def read_task(path: Path) -> dict[str, Any]:
 
 def write_manifest(root: Path, manifest: BankManifest) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / (MANIFEST + ".tmp")
+    tmp = root / f"{MANIFEST}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
     os.replace(tmp, root / MANIFEST)
 

@@ -34,6 +34,9 @@ def build(
     concurrency: int = typer.Option(2, "--concurrency", help="Tasks in flight, each a batch of N + 1 rows."),
     limit: int | None = typer.Option(None, "--limit", min=1),
     resume: bool = typer.Option(False, "--resume", help="Continue a bank in --output-dir (same settings)."),
+    reverse: bool = typer.Option(
+        False, "--reverse", help="Take the tasks last to first: a second builder on the same --output-dir with "
+        "--resume --reverse meets the first in the middle (each skips what the other has written)."),
     model: str = MODEL_OPT,
     axis: str = AXIS_OPT,
     device: str | None = DEVICE_OPT,
@@ -59,6 +62,8 @@ def build(
     tasks = load_tasks(source, split="all", limit=limit, task_ids=None)
     if not tasks:
         fail(f"{source} holds no tasks: give a file with at least one HumanEval-schema line")
+    if reverse:
+        tasks = tasks[::-1]
     from valueagent.cli.common import load_backend_or_fail
     from valueagent.sandbox import Sandbox
 
@@ -83,7 +88,8 @@ def build(
     finally:
         sandbox.close()
         backend.close()
-    typer.echo(f"bank {output_dir}: {written} tasks written, {skipped} already there", err=True)
+    typer.echo(f"bank {output_dir}: {written} tasks written, {skipped} already there (or written meanwhile by "
+               "another builder)", err=True)
 
 
 @bank_app.command("replay")
