@@ -18,6 +18,7 @@ from valueagent.stats import (
     expected_calibration_error,
     mcnemar_exact,
     paired_bootstrap_diff,
+    paired_sign_flip,
     pass_at_k,
     reliability_bins,
     wilson,
@@ -112,6 +113,24 @@ def test_paired_bootstrap_diff_contains_the_difference_and_is_seeded() -> None:
 def test_paired_bootstrap_of_identical_runs_is_zero() -> None:
     a = [True, False, True, True]
     assert tuple(paired_bootstrap_diff(a, a, n_boot=500)) == (0.0, 0.0, 0.0)
+
+
+def test_sign_flip_on_binary_pairs_is_mcnemar() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        a, b = rng.random(60) < 0.6, rng.random(60) < 0.5
+        assert paired_sign_flip(a, b) == pytest.approx(mcnemar_exact(a, b).p_value)
+
+
+def test_sign_flip_exact_count_matches_enumeration_and_random_flips() -> None:
+    d = np.asarray([2, 1, 1, -1, 2, 0, 1, -2, 1, 1], float)  # differences of differences take -2..2
+    observed = abs(d.sum())
+    patterns = list(itertools.product((-1, 1), repeat=len(d)))
+    brute = sum(abs(np.dot(p, d)) >= observed for p in patterns) / len(patterns)
+    assert paired_sign_flip(d, np.zeros_like(d)) == pytest.approx(brute)
+    # non-integer differences take the Monte Carlo path; it estimates the same p
+    assert paired_sign_flip(1.5 * d, np.zeros_like(d), n_perm=50_000) == pytest.approx(brute, abs=0.01)
+    assert paired_sign_flip(d, d) == 1.0
 
 
 # ---------------------------------------------------------------- auroc

@@ -29,6 +29,7 @@ __all__ = [
     "expected_calibration_error",
     "mcnemar_exact",
     "paired_bootstrap_diff",
+    "paired_sign_flip",
     "pass_at_k",
     "reliability_bins",
     "wilson",
@@ -149,6 +150,35 @@ def paired_bootstrap_diff(
         means[start:start + rows] = d[rng.integers(0, len(d), size=(rows, len(d)))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - conf) / 2, (1 + conf) / 2])
     return Estimate(float(d.mean()), float(lo), float(hi), conf)
+
+
+def paired_sign_flip(a: Floats, b: Floats, n_perm: int = 100_000, seed: int = 0) -> float:
+    """Two-sided p-value that ``mean(a - b)`` is 0, by flipping the sign of each paired difference (the
+    randomization test for paired items). Exact when the differences are integers (their sum's null
+    distribution is counted by convolution), else estimated from ``n_perm`` random flips."""
+    x, y = _floats(a, "a"), _floats(b, "b")
+    _pair(x, y, "a and b")
+    d = x - y
+    observed = abs(float(d.sum()))
+    if observed == 0.0:
+        return 1.0
+    if np.allclose(d, np.round(d)):
+        k = np.abs(np.round(d)).astype(int)
+        total = int(k.sum())
+        counts = np.zeros(2 * total + 1, dtype=object)  # exact integers: the count of sign patterns per sum
+        counts[total] = 1
+        for v in k[k > 0]:
+            counts = np.roll(counts, v) + np.roll(counts, -v)  # wrap-around never reaches the support
+        sums = np.arange(-total, total + 1)
+        extreme = int(counts[np.abs(sums) >= round(observed)].sum())
+        return min(1.0, extreme / 2 ** int((k > 0).sum()))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, n_perm, 1000):
+        rows = min(1000, n_perm - start)
+        flips = rng.choice((-1.0, 1.0), size=(rows, len(d)))
+        hits += int((np.abs((flips * d).sum(axis=1)) >= observed - 1e-12).sum())
+    return (hits + 1) / (n_perm + 1)
 
 
 def _midranks(x: np.ndarray) -> np.ndarray:

@@ -66,7 +66,12 @@ def render_text(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_frontier(result: Mapping[str, Any], path: Path, title: str | None = None) -> Path:
+Limits = tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
+
+
+def plot_frontier(result: Mapping[str, Any], path: Path, title: str | None = None,
+                  limits: Limits | None = None) -> Path:
+    """The two frontier panels; ``limits`` (tokens, test runs, pass@1) puts several replays on the same axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,6 +103,11 @@ def plot_frontier(result: Mapping[str, Any], path: Path, title: str | None = Non
     for ax in (ax1, ax2):
         ax.set_ylabel("pass@1 (hidden tests, eval split)")
         ax.grid(alpha=0.3)
+    if limits is not None:
+        ax1.set_xlim(*limits[0])
+        ax2.set_xlim(*limits[1])
+        ax1.set_ylim(*limits[2])
+        ax2.set_ylim(*limits[2])
     ax1.legend(fontsize=6, loc="lower right")
     ax2.legend(fontsize=6, loc="lower right")
     m = result["manifest"]

@@ -141,5 +141,42 @@ def replay_cmd(
     typer.echo(render_text(result))
 
 
+@bank_app.command("compare")
+def compare_cmd(
+    replays: Annotated[list[Path], typer.Argument(help="Two or more replay JSON files (`bank replay --output`), "
+                                                       "the first the base the others are paired against.")],
+    labels: str = typer.Option(..., "--labels", help="One short label per replay, comma-separated (e.g. 0.5b,1.5b); "
+                               "also the names of the PNGs."),
+    output: Annotated[Path, typer.Option("--output", help="The comparison JSON; its .md and one <label>.png per "
+                                         "replay (all on the same axes) are written beside it.")] = Path(
+                                             "compare.json"),
+) -> None:
+    """Put replays of several models' banks side by side and test, per task, whether the value reading's edge
+    over its controls grew (difference of differences, bootstrap interval, exact sign-flip p)."""
+    from valueagent.bank.compare import write_comparison
+    from valueagent.bank.store import BankError
+
+    names = [x.strip() for x in labels.split(",") if x.strip()]
+    if len(names) != len(replays) or len(set(names)) != len(names):
+        fail(f"--labels {labels!r} must give one distinct label per replay ({len(replays)} given)")
+    if bad := [n for n in names if not n.replace(".", "").replace("-", "").replace("_", "").isalnum()]:
+        fail(f"--labels {bad} name files: use letters, digits, '.', '-' or '_'")
+    results = []
+    for path in replays:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"{path} is not a replay JSON ({exc.__class__.__name__}): write one with `valueagent bank replay "
+                 "BANK --output FILE`")
+        if not isinstance(data, dict) or "per_task" not in data or "frontier" not in data:
+            fail(f"{path} is not a replay JSON: write one with `valueagent bank replay BANK --output FILE`")
+        results.append(data)
+    try:
+        write_comparison(results, names, output)
+    except BankError as exc:
+        fail(str(exc))
+    typer.echo(output.with_suffix(".md").read_text())
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bank_app, name="bank")
