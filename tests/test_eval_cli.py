@@ -193,3 +193,50 @@ def test_progress_estimates_time_left_from_this_runs_own_rate(monkeypatch, capsy
         progress.advance("a")  # 1 item in 60 s, 3 left
     line = capsys.readouterr().err.splitlines()[-1]
     assert line.startswith("humaneval 7/10 [1:00, ~3:00 left]"), line
+
+
+def test_shards_merge_into_the_run_one_process_would_have_written(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    """Two shards (disjoint --task-ids) merged give the records and summary of one run over all their tasks;
+    a pair twice, another experiment or an occupied output is one line, and the shards are left unchanged."""
+    ids = [t.task_id for t in select_tasks("eval", limit=8)]
+    assert _eval(tmp_path / "whole").exit_code == 0
+    assert _eval(tmp_path / "a", "--task-ids", ",".join(ids[:3])).exit_code == 0
+    assert _eval(tmp_path / "b", "--task-ids", ",".join(ids[3:])).exit_code == 0
+    before = {p: p.read_bytes() for p in tmp_path.glob("[ab]/*") if p.is_file()}
+    out = tmp_path / "merged"
+    res = runner.invoke(app, ["eval", "merge", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(out),
+                              "--n-boot", "200"])
+    assert res.exit_code == 0, res.output
+    assert {p: p.read_bytes() for p in tmp_path.glob("[ab]/*") if p.is_file()} == before
+
+    def pairs(run: Path) -> dict[tuple[str, str], tuple[bool, int, int]]:
+        recs = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+        return {(r["task_id"], r["policy"]): (r["passed"], r["tokens"], r["test_runs"]) for r in recs}
+
+    assert pairs(out) == pairs(tmp_path / "whole")
+    merged, whole = (json.loads((run / "summary.json").read_text()) for run in (out, tmp_path / "whole"))
+    for policy in POLICIES.split(","):
+        assert merged["policies"][policy]["passed"] == whole["policies"][policy]["passed"]
+        assert merged["policies"][policy]["n"] == 8
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["dataset"]["task_ids"] == ids and len(cfg["merged_from"]) == 2
+    assert cfg["dataset"]["hash"] == json.loads((tmp_path / "whole" / "config.json").read_text())["dataset"]["hash"]
+    assert merged["merged_shards"] == 2 and (out / "report.md").is_file()
+
+    def refused(*args: str) -> str:
+        r = runner.invoke(app, ["eval", "merge", *args, "--n-boot", "200"])
+        assert r.exit_code == 2, r.output
+        lines = [x for x in r.output.splitlines() if x.strip()]
+        assert len(lines) == 1, r.output
+        return lines[0]
+
+    assert "already holds a run: pass --overwrite" in refused(str(tmp_path / "a"), "-o", str(out))
+    assert "is in both" in refused(str(tmp_path / "a"), str(tmp_path / "whole"), "-o", str(tmp_path / "m2"))
+    assert _eval(tmp_path / "c", "--task-ids", ids[0], "--seed", "7").exit_code == 0
+    assert "seeds.seed" in refused(str(tmp_path / "b"), str(tmp_path / "c"), "-o", str(tmp_path / "m3"))
+    assert "is one of the shards" in refused(str(tmp_path / "a"), "-o", str(tmp_path / "a"))
+    assert "not a run directory" in refused(str(tmp_path / "nothing"), "-o", str(tmp_path / "m4"))
+    assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()
+    # the shards went on (here: nothing new) and the merge is rewritten on request
+    assert runner.invoke(app, ["eval", "merge", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(out),
+                               "--overwrite", "--n-boot", "200"]).exit_code == 0

@@ -230,6 +230,27 @@ def report(
         typer.echo(json.dumps(summary, indent=2))
 
 
+def merge(
+    shards: Annotated[list[Path], typer.Argument(help="Shard run directories: the same `eval humaneval` command "
+                                                      "run with disjoint --task-ids.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="The merged run directory.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rewrite a merged run already in --output-dir "
+                                            "(e.g. after the shards went on).")] = False,
+    reference: Annotated[str, typer.Option("--reference", help="Policy compared against the others.")] = "value",
+    n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples.")] = 10_000,
+) -> None:
+    """Merge shard runs of one comparison into one run directory (records, summary, report); the shards are
+    only read. Refuses shards of another model, precision, axis, seed or calibration, and a pair run twice."""
+    from valueagent.eval.merge import MergeError, merge_runs
+    from valueagent.eval.tables import policy_table, rich_table
+
+    try:
+        summary = merge_runs(shards, output_dir, overwrite=overwrite, reference=reference, n_boot=n_boot)
+    except MergeError as exc:
+        fail(str(exc))
+    _console().print(rich_table(policy_table(summary), title=f"{output_dir} (merged from {len(shards)} shards)"))
+
+
 def baseline(
     run: Annotated[Path, typer.Option("--run", help="The run directory to freeze.")],
     out: Annotated[Path, typer.Option("--out", help="Baseline file to write (evals/baselines/NAME.json).")],
@@ -309,6 +330,7 @@ def register(app: typer.Typer) -> None:
     """Add ``eval`` (humaneval, report, baseline, regress) and the top-level ``compare``."""
     eval_app.command("humaneval")(humaneval)
     eval_app.command("report")(report)
+    eval_app.command("merge")(merge)
     eval_app.command("baseline")(baseline)
     eval_app.command("regress")(regress)
     app.add_typer(eval_app, name="eval")
