@@ -49,7 +49,7 @@ def resolve(args: list[str]) -> tuple[str, Any, list[str]]:
 def test_the_doc_shows_every_step() -> None:
     shown = {resolve(args)[0] for args in doc_commands()}
     assert {"model info", "axis import", "axis build", "axis eval", "run", "calibrate", "bank build",
-            "bank replay", "eval humaneval"} <= shown
+            "bank replay", "bank compare", "eval humaneval"} <= shown
 
 
 @pytest.mark.parametrize("args", doc_commands(), ids=lambda a: " ".join(a[:2]))

