@@ -175,15 +175,17 @@ def render_markdown(cmp: Mapping[str, Any]) -> str:
                   f"minus {labels[0]}'s, per task (bootstrap 95% CI, exact sign-flip p). A positive Δedge with an "
                   "interval above 0 would say the stronger reading made the better agent.", "",
                   f"| policy vs control | {labels[0]} edge (p) | {lab} edge (p) | Δedge [95% CI] | p | "
-                  f"policy {labels[0]}→{lab} (gained/lost) | control {labels[0]}→{lab} (gained/lost) |",
-                  "|---|---|---|---|---|---|---|"]
+                  f"policy {labels[0]}→{lab} (gained/lost) | control {labels[0]}→{lab} (gained/lost) | "
+                  f"tokens policy/control ({labels[0]}; {lab}) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             d, b, o, pc, cc = (r["difference_of_differences"], r["base"], r["other"], r["policy_change"],
                                r["control_change"])
             lines.append(f"| {r['policy']} vs {r['control']} | {_pts(b['delta'])} ({b['p']:.2f}) | "
                          f"{_pts(o['delta'])} ({o['p']:.2f}) | {_pts(d['delta'])} [{_pts(d['ci'][0])}, "
                          f"{_pts(d['ci'][1])}] | {d['p']:.2f} | {_pts(pc['delta'])} ({pc['gained']}/{pc['lost']}) | "
-                         f"{_pts(cc['delta'])} ({cc['gained']}/{cc['lost']}) |")
+                         f"{_pts(cc['delta'])} ({cc['gained']}/{cc['lost']}) | "
+                         f"{b['tokens'][0]:.0f}/{b['tokens'][1]:.0f}; {o['tokens'][0]:.0f}/{o['tokens'][1]:.0f} |")
     return "\n".join(lines) + "\n"
 
 
