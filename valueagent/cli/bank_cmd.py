@@ -37,6 +37,10 @@ def build(
     reverse: bool = typer.Option(
         False, "--reverse", help="Take the tasks last to first: a second builder on the same --output-dir with "
         "--resume --reverse meets the first in the middle (each skips what the other has written)."),
+    prefix_cache_mb: int = typer.Option(
+        1024, "--prefix-cache-mb", min=0, help="Keys and values of finished rows kept for prompt-prefix reuse. A "
+        "bank's prompts differ past the chat template, so 0 frees that memory (e.g. for two builders on one "
+        "machine) at the cost of re-running the template's few shared tokens."),
     model: str = MODEL_OPT,
     axis: str = AXIS_OPT,
     device: str | None = DEVICE_OPT,
@@ -68,7 +72,7 @@ def build(
     from valueagent.sandbox import Sandbox
 
     backend = load_backend_or_fail(model, axis, device, dtype, max_batch=(samples + 1) * concurrency,
-                                   quantize=quantize)
+                                   quantize=quantize, prefix_cache_mb=prefix_cache_mb)
     from valueagent.agent.prompts import PromptConfig
 
     manifest = manifest_for(backend, spec, PromptConfig(), source if source == "humaneval" else str(Path(source)),

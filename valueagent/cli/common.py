@@ -77,7 +77,7 @@ class OneLineErrors(TyperGroup):
 
 def load_backend_or_fail(
     model: str, axis: str | None, device: str | None, dtype: str | None, *, random_axis_ok: bool = False,
-    max_batch: int = 8, quantize: str | None = None,
+    max_batch: int = 8, quantize: str | None = None, prefix_cache_mb: int = 1024,
 ) -> Any:  # what valueagent.runtime.backend.load_backend returns (in-process or HTTP backend)
     """Load a backend; turn known configuration errors into clean CLI errors. ``max_batch``: rows decoded
     together (commands running C tasks at once pass ``max(8, C)`` so every task in flight can join).
@@ -90,7 +90,7 @@ def load_backend_or_fail(
     axis_arg = None if axis in (None, "none", "") else axis
     try:
         backend = load_backend(model, axis=axis_arg, device=device, dtype=dtype, max_batch=max_batch,
-                               quantize=quantize)
+                               quantize=quantize, prefix_cache_mb=prefix_cache_mb)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         fail(str(exc))
     if backend.axis is None and random_axis_ok:

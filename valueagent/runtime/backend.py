@@ -487,12 +487,14 @@ def load_backend(
     dtype: str | None = None,
     max_batch: int = 8,
     quantize: str | None = None,
+    prefix_cache_mb: int = 1024,
 ) -> HFBackend | HTTPBackend:
     """Load a model by spec and its value axis. ``axis``: ``"default"`` (the shipped axis for this
     model, or none if there is none), a path to an axis artifact, or None for no axis. ``quantize``:
     ``"int8"`` to decode through int8 linear layers on a CPU (see :func:`valueagent.runtime.loading.load_model`).
-    A spec ``http://HOST:PORT`` (or https) connects to a ``valueagent serve`` server instead
-    (:class:`valueagent.runtime.http.HTTPBackend`; the server's model, axis and dtype apply)."""
+    ``prefix_cache_mb``: see :class:`HFBackend`. A spec ``http://HOST:PORT`` (or https) connects to a
+    ``valueagent serve`` server instead (:class:`valueagent.runtime.http.HTTPBackend`; the server's model,
+    axis, dtype and prefix cache apply)."""
     from valueagent.runtime.artifact import load_axis, shipped_axis_path
     from valueagent.runtime.loading import load_model
 
@@ -517,6 +519,7 @@ def load_backend(
         axis=axis_obj,
         axis_name=axis_name,
         max_batch=max_batch,
+        prefix_cache_mb=prefix_cache_mb,
         quantization=loaded.quantization,
         weights=loaded.weights,
     )
