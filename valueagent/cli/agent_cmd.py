@@ -22,6 +22,7 @@ from valueagent.cli.common import (
     MAX_TEST_RUNS_OPT,
     MAX_TOKENS_OPT,
     MODEL_OPT,
+    PREFIX_CACHE_OPT,
     QUANTIZE_OPT,
     WORKERS_OPT,
     fail,
@@ -55,6 +56,7 @@ def run(
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     quantize: str | None = QUANTIZE_OPT,
+    prefix_cache_mb: int = PREFIX_CACHE_OPT,
     gate_config: Annotated[Path | None, typer.Option("--gate-config", help=GATE_CONFIG_HELP)] = None,
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help=UNCALIBRATED_HELP)] = False,
     split: Annotated[str, typer.Option("--split", help="eval, calibration or all.")] = "eval",
@@ -84,7 +86,8 @@ def run(
     gates.disjoint(gate, task_list)
     budgets = Budgets(backtracks=max_backtracks, test_runs=max_test_runs, revisions=max_revisions,
                       tokens=max_tokens)
-    backend = load_backend_or_fail(model, axis, device, dtype, max_batch=max(8, concurrency), quantize=quantize)
+    backend = load_backend_or_fail(model, axis, device, dtype, max_batch=max(8, concurrency), quantize=quantize,
+                                   prefix_cache_mb=prefix_cache_mb)
     checks.axis_reading(names, backend.info(), model=model)
     meta["model"] = asdict(backend.info())
     gate = gates.confirm(gate, backend.info(), model=model, axis=axis)

@@ -11,7 +11,16 @@ from typing import Annotated, Any
 
 import typer
 
-from valueagent.cli.common import AXIS_OPT, DEVICE_OPT, DTYPE_OPT, MODEL_OPT, QUANTIZE_OPT, WORKERS_OPT, fail
+from valueagent.cli.common import (
+    AXIS_OPT,
+    DEVICE_OPT,
+    DTYPE_OPT,
+    MODEL_OPT,
+    PREFIX_CACHE_OPT,
+    QUANTIZE_OPT,
+    WORKERS_OPT,
+    fail,
+)
 
 bank_app = typer.Typer(help="A replayable sample bank: build it once per model, replay policies from it.",
                        no_args_is_help=True)
@@ -37,10 +46,7 @@ def build(
     reverse: bool = typer.Option(
         False, "--reverse", help="Take the tasks last to first: a second builder on the same --output-dir with "
         "--resume --reverse meets the first in the middle (each skips what the other has written)."),
-    prefix_cache_mb: int = typer.Option(
-        1024, "--prefix-cache-mb", min=0, help="Keys and values of finished rows kept for prompt-prefix reuse. A "
-        "bank's prompts differ past the chat template, so 0 frees that memory (e.g. for two builders on one "
-        "machine) at the cost of re-running the template's few shared tokens."),
+    prefix_cache_mb: int = PREFIX_CACHE_OPT,  # a bank's prompts share only the chat template: 0 costs little
     model: str = MODEL_OPT,
     axis: str = AXIS_OPT,
     device: str | None = DEVICE_OPT,

@@ -32,6 +32,10 @@ MAX_REVISIONS_OPT = typer.Option(2, "--max-revisions", min=0, help="Revisions pe
 MAX_TOKENS_OPT = typer.Option(2048, "--max-tokens", min=1, help="Generated tokens per task.")
 ANSWER_TOKENS_OPT = typer.Option(512, "--answer-tokens", min=1, help="Longest answer.")
 WORKERS_OPT = typer.Option(4, "--workers", min=1, help="Sandbox worker processes.")
+PREFIX_CACHE_OPT = typer.Option(
+    1024, "--prefix-cache-mb", min=0, help="MB of finished rows' keys and values kept to reuse prompt prefixes "
+    "(an agent's later turns repeat its earlier ones). 0 turns reuse off and frees that memory."
+)
 
 
 _DEBUG = {"on": False}

@@ -21,6 +21,7 @@ from valueagent.cli.common import (
     MAX_TEST_RUNS_OPT,
     MAX_TOKENS_OPT,
     MODEL_OPT,
+    PREFIX_CACHE_OPT,
     QUANTIZE_OPT,
     WORKERS_OPT,
     fail,
@@ -48,12 +49,13 @@ def _console() -> Any:
 
 def make_backend(
     model: str, axis: str | None, device: str | None, dtype: str | None, max_batch: int = 8,
-    quantize: str | None = None,
+    quantize: str | None = None, prefix_cache_mb: int = 1024,
 ) -> Any:
     """The backend ``eval humaneval`` runs on (tests replace this function with a scripted fake)."""
     from valueagent.cli.common import load_backend_or_fail
 
-    return load_backend_or_fail(model, axis, device, dtype, max_batch=max_batch, quantize=quantize)
+    return load_backend_or_fail(model, axis, device, dtype, max_batch=max_batch, quantize=quantize,
+                                prefix_cache_mb=prefix_cache_mb)
 
 
 def make_ray_backend(
@@ -89,6 +91,7 @@ def humaneval(
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     quantize: str | None = QUANTIZE_OPT,
+    prefix_cache_mb: int = PREFIX_CACHE_OPT,
     gate_config: Annotated[Path | None, typer.Option("--gate-config", help=GATE_CONFIG_HELP)] = None,
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help=UNCALIBRATED_HELP)] = False,
     split: Annotated[str, typer.Option("--split", help="eval (default), calibration or all.")] = "eval",
@@ -145,7 +148,7 @@ def humaneval(
         backend = make_ray_backend(model, axis, device, dtype, max(8, concurrency), quantize, address=address,
                                    replicas=replicas)
     else:
-        backend = make_backend(model, axis, device, dtype, max(8, concurrency), quantize)
+        backend = make_backend(model, axis, device, dtype, max(8, concurrency), quantize, prefix_cache_mb)
     checks.axis_reading(settings.policies, backend.info(), model=model)
     gate = gates.confirm(gate, backend.info(), model=model, axis=axis)
     settings = replace(settings, gate_config=gate.path)
