@@ -5,13 +5,14 @@
 #      this model (never the 0.5B's) -> its gate calibration
 #   2. every policy on all 124 eval-split tasks, as two shards (alternate tasks, one process per core, one
 #      thread each: a 2-thread decode is slowed badly by any neighbour on this machine), merged at the end
-# Each process holds ~12 GB (float32 weights for prefill, int8 for decoding): two fit in 24 GB, little else.
+# Each process holds ~10 GB (float32 weights for prompts, int8 copies for decoding, a 512 MB prefix cache):
+# two fit in 24 GB with little to spare.
 # Usage: evals/run_comparison_1.5b.sh [calibrate|compare|merge|all]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VA=${VA:-.venv/bin/valueagent}
 PY=${PY:-.venv/bin/python}
-MODEL=(--model embedded-1.5b --quantize int8)
+MODEL=(--model embedded-1.5b --quantize int8 --prefix-cache-mb 512)
 CAL=evals/calibration/embedded-1.5b
 OUT=evals/humaneval/comparison-124-1.5b-int8
 POLICIES=single,always-test,value,value-branch,logprob-branch,logprob-gate,random-gate,steer-high,steer-low
