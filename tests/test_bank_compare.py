@@ -49,6 +49,7 @@ def test_the_difference_of_differences_counts_what_the_reading_alone_gained(base
     d = r["difference_of_differences"]
     assert d["delta"] == pytest.approx(6 / len(ids))
     assert d["ci"][0] > 0 and d["p"] == pytest.approx(2 / 2**6)  # six concordant +1s: exact sign-flip p
+    assert d["p_holm"] == pytest.approx(min(1.0, len(rows) * d["p"]))  # the smallest p of the pairs
     assert r["policy_change"] == {"delta": pytest.approx(6 / len(ids)), "gained": 6, "lost": 0,
                                   "p": pytest.approx(2 / 2**6)}
     assert r["control_change"]["gained"] == r["control_change"]["lost"] == 0

@@ -27,6 +27,7 @@ __all__ = [
     "brier",
     "conformal_threshold",
     "expected_calibration_error",
+    "holm",
     "mcnemar_exact",
     "paired_bootstrap_diff",
     "paired_sign_flip",
@@ -179,6 +180,18 @@ def paired_sign_flip(a: Floats, b: Floats, n_perm: int = 100_000, seed: int = 0)
         flips = rng.choice((-1.0, 1.0), size=(rows, len(d)))
         hits += int((np.abs((flips * d).sum(axis=1)) >= observed - 1e-12).sum())
     return (hits + 1) / (n_perm + 1)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given)."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adj = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adj[i] = running
+    return adj
 
 
 def _midranks(x: np.ndarray) -> np.ndarray:

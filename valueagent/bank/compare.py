@@ -18,7 +18,7 @@ import numpy as np
 
 from valueagent.bank.report import plot_frontier
 from valueagent.bank.store import BankError
-from valueagent.stats import mcnemar_exact, paired_bootstrap_diff, paired_sign_flip
+from valueagent.stats import holm, mcnemar_exact, paired_bootstrap_diff, paired_sign_flip
 
 # (policy read by the axis, its control at matched cost): same action, same tokens and test budget.
 AXIS_PAIRS = (
@@ -66,7 +66,7 @@ def _within(result: Mapping[str, Any], policy: str, control: str, ids: Sequence[
 def axis_effect(base: Mapping[str, Any], other: Mapping[str, Any], ids: Sequence[str]) -> list[dict[str, Any]]:
     """For each (axis policy, control) pair scored in both replays: its edge over the control on each model
     and the per-task difference of those edges (other minus base), with the policy's and the control's own
-    change across models beside it."""
+    change across models beside it. The Δ p-values are also Holm-adjusted over the pairs."""
     rows = []
     for policy, control in AXIS_PAIRS:
         w0, w1 = _within(base, policy, control, ids), _within(other, policy, control, ids)
@@ -85,6 +85,8 @@ def axis_effect(base: Mapping[str, Any], other: Mapping[str, Any], ids: Sequence
             "control_change": {"delta": float((c1 - c0).mean()), "gained": ctl.b10, "lost": ctl.b01,
                                "p": ctl.p_value},
         })
+    for row, p in zip(rows, holm([r["difference_of_differences"]["p"] for r in rows]), strict=True):
+        row["difference_of_differences"]["p_holm"] = p  # over the pairs of this comparison
     return rows
 
 
@@ -172,9 +174,10 @@ def render_markdown(cmp: Mapping[str, Any]) -> str:
     for lab, rows in cmp["axis_effect"].items():
         lines += ["", f"## Did the axis help more on {lab} than on {labels[0]}? (paired over the same tasks)", "",
                   f"Edge = policy minus its control in pass@1 points on one model (McNemar p); Δedge = {lab}'s edge "
-                  f"minus {labels[0]}'s, per task (bootstrap 95% CI, exact sign-flip p). A positive Δedge with an "
-                  "interval above 0 would say the stronger reading made the better agent.", "",
-                  f"| policy vs control | {labels[0]} edge (p) | {lab} edge (p) | Δedge [95% CI] | p | "
+                  f"minus {labels[0]}'s, per task (bootstrap 95% CI, exact sign-flip p, Holm-adjusted over the "
+                  f"{len(rows)} pairs). A positive Δedge with an interval above 0 would say the stronger reading made "
+                  "the better agent.", "",
+                  f"| policy vs control | {labels[0]} edge (p) | {lab} edge (p) | Δedge [95% CI] | p (Holm) | "
                   f"policy {labels[0]}→{lab} (gained/lost) | control {labels[0]}→{lab} (gained/lost) | "
                   f"tokens policy/control ({labels[0]}; {lab}) |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -183,7 +186,8 @@ def render_markdown(cmp: Mapping[str, Any]) -> str:
                                r["control_change"])
             lines.append(f"| {r['policy']} vs {r['control']} | {_pts(b['delta'])} ({b['p']:.2f}) | "
                          f"{_pts(o['delta'])} ({o['p']:.2f}) | {_pts(d['delta'])} [{_pts(d['ci'][0])}, "
-                         f"{_pts(d['ci'][1])}] | {d['p']:.2f} | {_pts(pc['delta'])} ({pc['gained']}/{pc['lost']}) | "
+                         f"{_pts(d['ci'][1])}] | {d['p']:.2f} ({d['p_holm']:.2f}) | "
+                         f"{_pts(pc['delta'])} ({pc['gained']}/{pc['lost']}) | "
                          f"{_pts(cc['delta'])} ({cc['gained']}/{cc['lost']}) | "
                          f"{b['tokens'][0]:.0f}/{b['tokens'][1]:.0f}; {o['tokens'][0]:.0f}/{o['tokens'][1]:.0f} |")
     return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ from typing import Any
 
 from valueagent.eval.reading import reading_quality
 from valueagent.eval.records import READING_DEFINITION, RunResults, TaskRecord, load_results
-from valueagent.stats import mcnemar_exact, paired_bootstrap_diff, wilson
+from valueagent.stats import holm, mcnemar_exact, paired_bootstrap_diff, wilson
 
 __all__ = [
     "SUMMARY_FILE",
@@ -88,18 +88,6 @@ def paired_comparison(
         "test_runs_diff": diff("test_runs"),
         "tokens_diff": diff("tokens"),
     }
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (same order as given)."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adj = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adj[i] = running
-    return adj
 
 
 def summarize(
