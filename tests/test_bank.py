@@ -273,3 +273,25 @@ def test_the_committed_bank_replays_to_the_readme_figures() -> None:
     assert passed["value-rank"] == passed["random-rank"] == 92 and passed["logprob-rank"] == 96
     assert passed["value-seq"] == 74 and passed["value-stop"] == 81 and passed["order-test"] == 93
     assert out["paired"]["value-stop"]["random-stop"]["p"] < 0.01
+
+
+def test_the_committed_1_5b_bank_replays_to_the_readme_figures() -> None:
+    """README "Does a better axis make a better agent?": the committed 1.5B bank, replayed, gives the quoted
+    counts, and its comparison with the 0.5B's gives the quoted differences of differences."""
+    from valueagent.bank.compare import axis_effect, check_comparable
+
+    here = Path(__file__).resolve().parents[1] / "evals" / "bank"
+    out = replay(load_bank(here / "qwen2.5-coder-1.5b-int8"))
+    assert out["split"] == {"calibration": 40, "eval": 124}
+    passed = {name: p["passed"] for name, p in out["policies"].items()}
+    assert passed["single"] == 82 and passed["always-test"] == 87  # 66.1%, 70.2%
+    assert passed["value-top1"] == passed["logprob-top1"] == 85 and passed["random-top1"] == 77
+    assert passed["value-rank"] == 100 and passed["random-rank"] == passed["logprob-rank"] == 101
+    assert passed["value-seq"] == 92 and passed["random-seq"] == 93 and passed["logprob-seq"] == 89
+    assert passed["value-stop"] == 95 and passed["random-stop"] == 98 and passed["order-test"] == 99
+    base = json.loads((here / "replay-0.5b" / "replay.json").read_text())
+    rows = {(r["policy"], r["control"]): r["difference_of_differences"]
+            for r in axis_effect(base, out, check_comparable([base, out], ["0.5b", "1.5b"]))}
+    assert round(124 * rows[("value-seq", "logprob-seq")]["delta"]) == 15  # +12.1 points
+    assert rows[("value-seq", "logprob-seq")]["p"] < 0.05 < rows[("value-seq", "logprob-seq")]["p_holm"]
+    assert round(124 * rows[("value-top1", "random-top1")]["delta"]) == 8  # +6.5 points
