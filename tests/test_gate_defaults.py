@@ -141,3 +141,17 @@ def test_langgraph_graphs_use_the_shipped_calibration(monkeypatch: pytest.Monkey
         gate_config_for("value", LazyBackend("embedded", "none"))
     monkeypatch.setenv("VALUEAGENT_UNCALIBRATED", "1")
     assert gate_config_for("value", LazyBackend("embedded", "none")) is None
+
+
+def test_the_1_5b_model_finds_its_own_shipped_calibration_before_loading() -> None:
+    """`--model embedded-1.5b` runs gated policies on the calibration made from the 1.5B's own drafts
+    (evals/calibration/embedded-1.5b/), never the 0.5B's, chosen before any weights load."""
+    from valueagent.cli import gates
+
+    choice = gates.choose(None, ["value", "logprob-gate"], model="embedded-1.5b", axis="default",
+                          uncalibrated=False)
+    assert choice.document is not None
+    assert choice.document["reading"]["model_id"] == "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+    assert choice.configs["value"].skip_repeat_backtracks and choice.configs["value"].accept_above is not None
+    assert (ROOT / "evals/calibration/embedded-1.5b/gate.json").resolve() == \
+        (ROOT / "valueagent/data/axes/qwen--qwen2.5-coder-1.5b-instruct.gate.json").resolve()
