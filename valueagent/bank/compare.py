@@ -67,7 +67,7 @@ def axis_effect(base: Mapping[str, Any], other: Mapping[str, Any], ids: Sequence
     """For each (axis policy, control) pair scored in both replays: its edge over the control on each model
     and the per-task difference of those edges (other minus base), with the policy's and the control's own
     change across models beside it. The Δ p-values are also Holm-adjusted over the pairs."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for policy, control in AXIS_PAIRS:
         w0, w1 = _within(base, policy, control, ids), _within(other, policy, control, ids)
         if w0 is None or w1 is None:

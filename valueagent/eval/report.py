@@ -41,15 +41,21 @@ def _header(config: Mapping[str, Any] | None) -> list[str]:
     model, axis, data = config.get("model", {}), config.get("axis", {}), config.get("dataset", {})
     git = config.get("git", {})
     commit = git.get("commit") or "unknown"
+    merged = config.get("merged_from") or []
+    command = ([f"- merged from {len(merged)} shards (`valueagent eval merge`): "
+                + "; ".join(f"`{m.get('dir')}` ({m.get('records')} records)" for m in merged),
+                f"- shard command: `{' '.join(config.get('command', []))}`"] if merged
+               else [f"- command: `{' '.join(config.get('command', []))}`"])
+    precision = f"{model.get('dtype')} arithmetic" + (", int8 decoding" if model.get("quantization") == "int8" else "")
     return [
-        f"- model: `{model.get('model_id')}` (revision {model.get('revision')}, {model.get('dtype')} on "
-        f"{model.get('device')})",
+        f"- model: `{model.get('model_id')}` (revision {model.get('revision')}, {precision} on "
+        f"{model.get('device')}" + (f"; weights: {model['weights']}" if model.get("weights") else "") + ")",
         f"- axis: `{axis.get('name')}` (sha256 {str(axis.get('sha256'))[:12]}, layer {axis.get('layer')})",
         f"- tasks: {data.get('n_tasks')} ({data.get('split') or 'custom selection'}), dataset "
         f"{str(data.get('hash'))[:19]}",
         f"- seed {config.get('seeds', {}).get('seed')}, commit {commit[:12]}"
         + (" (uncommitted changes)" if git.get("dirty") else ""),
-        f"- command: `{' '.join(config.get('command', []))}`",
+        *command,
         "",
     ]
 
