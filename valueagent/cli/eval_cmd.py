@@ -60,13 +60,14 @@ def make_backend(
 
 def make_ray_backend(
     model: str, axis: str | None, device: str | None, dtype: str | None, max_batch: int = 8,
-    quantize: str | None = None, *, address: str | None = None, replicas: int | None = None,
+    quantize: str | None = None, prefix_cache_mb: int = 1024, *, address: str | None = None,
+    replicas: int | None = None,
 ) -> Any:
     """``--ray``: model replicas on a Ray cluster behind one backend (valueagent.runtime.ray_backend)."""
     from valueagent.runtime.ray_backend import ReplicaSpec, start_replicas
 
     spec = ReplicaSpec(model=model, axis=None if axis in ("none", "") else axis, device=device, dtype=dtype,
-                       max_batch=max_batch, quantize=quantize)
+                       max_batch=max_batch, quantize=quantize, prefix_cache_mb=prefix_cache_mb)
     try:
         return start_replicas(spec, address=address, replicas=replicas)
     except (ImportError, ValueError) as exc:
@@ -145,8 +146,8 @@ def humaneval(
     gate = gates.choose(gate_config, settings.policies, model=model, axis=axis, uncalibrated=uncalibrated)
     gates.disjoint(gate, selected)
     if use_ray:
-        backend = make_ray_backend(model, axis, device, dtype, max(8, concurrency), quantize, address=address,
-                                   replicas=replicas)
+        backend = make_ray_backend(model, axis, device, dtype, max(8, concurrency), quantize, prefix_cache_mb,
+                                   address=address, replicas=replicas)
     else:
         backend = make_backend(model, axis, device, dtype, max(8, concurrency), quantize, prefix_cache_mb)
     checks.axis_reading(settings.policies, backend.info(), model=model)

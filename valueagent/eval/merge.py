@@ -47,7 +47,8 @@ def _check_output(out: Path, shards: Sequence[Path], overwrite: bool) -> None:
                          "or choose another directory")
 
 
-def _read_shard(path: Path) -> tuple[dict[str, Any], list[bytes]]:
+def _read_shard(path: Path) -> tuple[dict[str, Any], list[tuple[tuple[str, str], bytes]]]:
+    """A shard's config and its complete records as ``((task_id, policy), line)``, the line kept as written."""
     config = read_config(path) if path.is_dir() else None
     if config is None:
         raise MergeError(f"{path} is not a run directory (no config.json): give directories written by "
@@ -65,9 +66,9 @@ def _read_shard(path: Path) -> tuple[dict[str, Any], list[bytes]]:
                 break  # a torn last line (a shard still running or killed): its pair is simply not done
             raise MergeError(f"{results}:{i + 1} is corrupt in the middle of the file; fix or delete that line "
                              "(its shard reruns it with --resume)") from None
-        complete.append(raw)
         if not isinstance(rec, dict) or "task_id" not in rec or "policy" not in rec:
             raise MergeError(f"{results}:{i + 1} is not a runner record (no task_id/policy)")
+        complete.append(((rec["task_id"], rec["policy"]), raw))
     return config, complete
 
 
@@ -88,9 +89,7 @@ def merge_runs(shards: Sequence[Path], out: Path, *, overwrite: bool = False, re
         if diffs := _differences(first, config):
             raise MergeError(f"{path} is another experiment than {first_dir} ({', '.join(diffs)} differ): merge only "
                              "shards of one command run with disjoint --task-ids")
-        for raw in lines:
-            rec = json.loads(raw)
-            pair = (rec["task_id"], rec["policy"])
+        for pair, raw in lines:
             if pair in seen:
                 raise MergeError(f"{pair[0]} / {pair[1]} is in both {seen[pair]} and {path}: give the shards "
                                  "disjoint --task-ids")

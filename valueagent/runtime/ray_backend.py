@@ -40,6 +40,7 @@ class ReplicaSpec:
     dtype: str | None = None
     max_batch: int = 8
     quantize: str | None = None
+    prefix_cache_mb: int = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,7 +152,8 @@ class _Replica:
         # Ray sets OMP_NUM_THREADS for the cores it granted; torch's own pool follows the same grant.
         torch.set_num_threads(threads)
         self.backend = load_backend(spec.model, axis=spec.axis, device=spec.device, dtype=spec.dtype,
-                                    max_batch=spec.max_batch, quantize=spec.quantize)
+                                    max_batch=spec.max_batch, quantize=spec.quantize,
+                                    prefix_cache_mb=spec.prefix_cache_mb)
 
     def info(self) -> ModelInfo:
         return self.backend.info()
