@@ -58,6 +58,34 @@ def test_cli_compare_prints_table_and_json(tmp_path: Path) -> None:
     assert json.loads(res.stdout)["schema"] == "valueagent-compare/1"
 
 
+def _two_policies(path: Path, value: list[bool], control: list[bool], *, extra: int = 0) -> Path:
+    recs = [record(f"HumanEval/{i}", "value", ok) for i, ok in enumerate(value)]
+    recs += [record(f"HumanEval/{i}", "random-gate", ok) for i, ok in enumerate(control)]
+    recs += [record(f"HumanEval/{N + i}", "value", True) for i in range(extra)]  # no control: not paired
+    return write_run(path, recs, config=config(validation=VALIDATION))
+
+
+def test_edges_isolate_the_reading_from_the_model(tmp_path: Path) -> None:
+    """A stronger model B that lifts policy and control alike changes no edge; one that lifts only the policy
+    on six tasks gives a difference of edges of 6/N with the exact sign-flip p 2/2^6."""
+    base = _two_policies(tmp_path / "a", GOOD, GOOD, extra=3)
+    failed = [i for i, ok in enumerate(GOOD) if not ok][:6]
+    lifted = [ok or i in failed for i, ok in enumerate(GOOD)]
+    alike = compare_runs(base, _two_policies(tmp_path / "b", lifted, lifted), n_boot=1000)["edges"]
+    assert [(r["policy"], r["control"], r["n_common"]) for r in alike] == [("value", "random-gate", N)]
+    assert alike[0]["difference_of_differences"]["delta"] == 0 and alike[0]["difference_of_differences"]["p"] == 1
+    assert alike[0]["edge_b"]["delta"] == 0  # the policy's own gain of 6 tasks is in `policies`, not here
+    only = compare_runs(base, _two_policies(tmp_path / "c", lifted, GOOD), n_boot=1000)["edges"][0]
+    assert only["edge_a"]["delta"] == 0 and only["edge_b"]["wins"] == 6 and only["edge_b"]["losses"] == 0
+    did = only["difference_of_differences"]
+    assert did["delta"] == pytest.approx(6 / N) and did["p"] == pytest.approx(2 / 2**6) and did["ci"][0] > 0
+    res = runner.invoke(app, ["compare", str(base), str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    assert "value vs random-gate" in res.stdout and "+15.0 [" in res.stdout  # 6/40 in points
+    unpaired = compare_runs(_run(tmp_path / "d", GOOD), _run(tmp_path / "e", BAD), n_boot=1000)
+    assert unpaired["edges"] == []  # value and single: no control pair, so no edge table
+
+
 def _baseline(tmp_path: Path) -> Path:
     path = tmp_path / "baseline.json"
     res = runner.invoke(app, ["eval", "baseline", "--run", str(_run(tmp_path / "base", GOOD)), "--out", str(path)])

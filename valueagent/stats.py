@@ -26,6 +26,7 @@ __all__ = [
     "auroc_bootstrap",
     "brier",
     "conformal_threshold",
+    "difference_of_differences",
     "expected_calibration_error",
     "holm",
     "mcnemar_exact",
@@ -180,6 +181,23 @@ def paired_sign_flip(a: Floats, b: Floats, n_perm: int = 100_000, seed: int = 0)
         flips = rng.choice((-1.0, 1.0), size=(rows, len(d)))
         hits += int((np.abs((flips * d).sum(axis=1)) >= observed - 1e-12).sum())
     return (hits + 1) / (n_perm + 1)
+
+
+def difference_of_differences(
+    policy_a: Bools, control_a: Bools, policy_b: Bools, control_b: Bools, n_boot: int = 10_000, seed: int = 0
+) -> dict[str, float | list[float]]:
+    """Did a policy's edge over its control change from setting A to setting B, on the same items?
+
+    Per item, ``(policy_b - control_b) - (policy_a - control_a)`` of pass/fail outcomes: its mean (in
+    [-2, 2]; a change in pass-rate points), a paired bootstrap interval and the exact sign-flip p.
+    Whatever lifts policy and control alike (a stronger model) cancels."""
+    named = {"policy_a": policy_a, "control_a": control_a, "policy_b": policy_b, "control_b": control_b}
+    pa, ca, pb, cb = (_bools(x, name).astype(float) for name, x in named.items())
+    for x, name in ((ca, "control_a"), (pb, "policy_b"), (cb, "control_b")):
+        _pair(pa, x, f"policy_a and {name}")
+    edge_a, edge_b = pa - ca, pb - cb
+    est = paired_bootstrap_diff(edge_b, edge_a, n_boot=n_boot, seed=seed)
+    return {"delta": est.estimate, "ci": [est.lo, est.hi], "p": paired_sign_flip(edge_b, edge_a)}
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from valueagent.bank.report import plot_frontier
 from valueagent.bank.store import BankError
-from valueagent.stats import holm, mcnemar_exact, paired_bootstrap_diff, paired_sign_flip
+from valueagent.stats import difference_of_differences, holm, mcnemar_exact, paired_bootstrap_diff
 
 # (policy read by the axis, its control at matched cost): same action, same tokens and test budget.
 AXIS_PAIRS = (
@@ -63,6 +63,13 @@ def _within(result: Mapping[str, Any], policy: str, control: str, ids: Sequence[
             "test_runs": [float(np.mean([a[t][2] for t in ids])), float(np.mean([b[t][2] for t in ids]))]}
 
 
+def _change(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
+    """One policy's own change across models: pass-rate points, tasks gained and lost, McNemar p."""
+    mc = mcnemar_exact(after, before)
+    delta = float((after.astype(float) - before.astype(float)).mean())
+    return {"delta": delta, "gained": mc.b10, "lost": mc.b01, "p": mc.p_value}
+
+
 def axis_effect(base: Mapping[str, Any], other: Mapping[str, Any], ids: Sequence[str]) -> list[dict[str, Any]]:
     """For each (axis policy, control) pair scored in both replays: its edge over the control on each model
     and the per-task difference of those edges (other minus base), with the policy's and the control's own
@@ -72,18 +79,12 @@ def axis_effect(base: Mapping[str, Any], other: Mapping[str, Any], ids: Sequence
         w0, w1 = _within(base, policy, control, ids), _within(other, policy, control, ids)
         if w0 is None or w1 is None:
             continue
-        p0, c0, p1, c1 = (np.asarray([_outcomes(r, name)[t][0] for t in ids], float)
+        p0, c0, p1, c1 = (np.asarray([_outcomes(r, name)[t][0] for t in ids], bool)
                           for r, name in ((base, policy), (base, control), (other, policy), (other, control)))
-        edge0, edge1 = p0 - c0, p1 - c1
-        did = paired_bootstrap_diff(edge1, edge0)
-        own, ctl = mcnemar_exact(p1.astype(bool), p0.astype(bool)), mcnemar_exact(c1.astype(bool), c0.astype(bool))
         rows.append({
             "policy": policy, "control": control, "base": w0, "other": w1,
-            "difference_of_differences": {"delta": did.estimate, "ci": [did.lo, did.hi],
-                                          "p": paired_sign_flip(edge1, edge0)},
-            "policy_change": {"delta": float((p1 - p0).mean()), "gained": own.b10, "lost": own.b01, "p": own.p_value},
-            "control_change": {"delta": float((c1 - c0).mean()), "gained": ctl.b10, "lost": ctl.b01,
-                               "p": ctl.p_value},
+            "difference_of_differences": difference_of_differences(p0, c0, p1, c1),
+            "policy_change": _change(p0, p1), "control_change": _change(c0, c1),
         })
     for row, p in zip(rows, holm([r["difference_of_differences"]["p"] for r in rows]), strict=True):
         row["difference_of_differences"]["p_holm"] = p  # over the pairs of this comparison

@@ -310,9 +310,10 @@ def compare(
     run_b: Annotated[Path, typer.Argument(help="The second run directory (B); differences are B - A.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:
-    """Paired statistics between two runs on their common tasks and policies."""
+    """Paired statistics between two runs on their common tasks and policies, and each policy's edge over its
+    matched-cost control in both runs with the difference of the edges (B - A)."""
     from valueagent.eval.compare import NoOverlapError, compare_runs
-    from valueagent.eval.tables import markdown, paired_table
+    from valueagent.eval.tables import edge_table, markdown, paired_table
 
     try:
         result = compare_runs(run_a, run_b)
@@ -323,6 +324,10 @@ def compare(
         return
     typer.echo(f"A = {run_a}\nB = {run_b}\n(differences are B - A)\n")
     typer.echo(markdown(paired_table(result["policies"], a_label="A", b_label="B")))
+    if result["edges"]:
+        typer.echo("\nEach policy's edge over its control at matched cost, in A and in B, and the per-task "
+                   "difference of the edges (what a stronger model lifts in policy and control alike cancels):\n")
+        typer.echo(markdown(edge_table(result["edges"])))
     for key, (va, vb) in result["config_differences"].items():
         typer.echo(f"config differs: {key}: {va} (A) vs {vb} (B)")
     for side in ("a", "b"):

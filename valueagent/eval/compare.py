@@ -4,6 +4,11 @@ Differences are ``B - A`` (the second run minus the first). Each policy present 
 on the tasks both runs finished for it: McNemar exact p (Holm-adjusted over the policies), a bootstrap
 interval of the pass-rate difference, and the same for test runs and tokens. Configuration differences
 (model, axis, dataset, seed, commit) are listed so a comparison of unlike runs is never silent.
+
+When A and B are two models (or two axes) on the same tasks, a policy's own change mixes the model's
+strength with its reading. ``edges`` isolates the reading: for each policy and its control at matched cost
+(:data:`CONTROL_PAIRS`) present in both runs, the policy's edge over the control in each run and the
+per-task difference of those edges, B minus A (bootstrap interval, exact sign-flip p, Holm over the pairs).
 """
 
 from __future__ import annotations
@@ -13,16 +18,28 @@ from pathlib import Path
 from typing import Any
 
 from valueagent.eval.config import read_config
-from valueagent.eval.records import load_results, policy_order
+from valueagent.eval.records import TaskRecord, load_results, policy_order
 from valueagent.eval.summary import holm, paired_comparison
-from valueagent.stats import wilson
+from valueagent.stats import difference_of_differences, mcnemar_exact, wilson
 
-__all__ = ["COMPARE_SCHEMA", "NoOverlapError", "compare_runs", "config_differences"]
+__all__ = ["COMPARE_SCHEMA", "CONTROL_PAIRS", "NoOverlapError", "compare_runs", "config_differences", "control_edges"]
 
 COMPARE_SCHEMA = "valueagent-compare/1"
 _CONFIG_KEYS = (("model", "model_id"), ("model", "revision"), ("model", "dtype"), ("model", "quantization"),
-                ("axis", "sha256"),
+                ("axis", "sha256"), ("gate_config", "path"), ("gate_config", "created"),
                 ("dataset", "hash"), ("seeds", "seed"), ("git", "commit"))
+
+CONTROL_PAIRS = (
+    ("value", "random-gate"), ("value", "logprob-gate"), ("value", "always-test"),
+    ("value+logprob", "logprob-gate"),
+    ("value-branch", "random-branch"), ("value-branch", "logprob-branch"),
+    ("steer-high", "always-test"), ("steer-low", "always-test"),
+    ("value-rank", "random-rank"), ("value-rank", "logprob-rank"),
+    ("value-seq", "random-seq"), ("value-seq", "logprob-seq"),
+    ("value-stop", "random-stop"), ("value-stop", "confidence-stop"),
+)
+"""(policy that reads or steers along the axis, its control): the control spends the same kind of budget —
+the same gate at a random or log-prob signal, or the unsteered always-test for the steered policies."""
 
 
 class NoOverlapError(ValueError):
@@ -76,8 +93,41 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_boot: int = 10_000, 
         "only_in_a": [p for p in ra.policies if p not in rb.by_policy],
         "only_in_b": [p for p in rb.policies if p not in ra.by_policy],
         "policies": rows,
+        "edges": control_edges(ra.by_policy, rb.by_policy, n_boot=n_boot, seed=seed),
         "settings": {"n_boot": n_boot, "seed": seed, "conf": 0.95},
     }
+
+
+def control_edges(a: Mapping[str, Mapping[str, TaskRecord]], b: Mapping[str, Mapping[str, TaskRecord]], *,
+                  n_boot: int = 10_000, seed: int = 0) -> list[dict[str, Any]]:
+    """For each pair of :data:`CONTROL_PAIRS` whose two policies both runs hold: on the tasks all four
+    finished, the policy's edge over its control in A and in B (pass-rate points, wins/losses, McNemar p,
+    mean tokens and test runs of each) and the per-task difference of the edges, B minus A."""
+    rows: list[dict[str, Any]] = []
+    for policy, control in CONTROL_PAIRS:
+        if not all(name in run for run in (a, b) for name in (policy, control)):
+            continue
+        ids = sorted(set(a[policy]) & set(a[control]) & set(b[policy]) & set(b[control]))
+        if not ids:
+            continue
+        outcomes = {(side, name): [run[name][t].passed for t in ids]
+                    for side, run in (("a", a), ("b", b)) for name in (policy, control)}
+        row: dict[str, Any] = {"policy": policy, "control": control, "n_common": len(ids)}
+        for side, run in (("a", a), ("b", b)):
+            mc = mcnemar_exact(outcomes[side, policy], outcomes[side, control])
+            row[f"edge_{side}"] = {
+                "delta": (sum(outcomes[side, policy]) - sum(outcomes[side, control])) / len(ids),
+                "wins": mc.b10, "losses": mc.b01, "p": mc.p_value,
+                "tokens": [sum(run[name][t].tokens for t in ids) / len(ids) for name in (policy, control)],
+                "test_runs": [sum(run[name][t].test_runs for t in ids) / len(ids) for name in (policy, control)],
+            }
+        row["difference_of_differences"] = difference_of_differences(
+            outcomes["a", policy], outcomes["a", control], outcomes["b", policy], outcomes["b", control],
+            n_boot=n_boot, seed=seed)
+        rows.append(row)
+    for row, p in zip(rows, holm([r["difference_of_differences"]["p"] for r in rows]), strict=True):
+        row["difference_of_differences"]["p_holm"] = p
+    return rows
 
 
 def _wilson(k: int, n: int) -> dict[str, float]:

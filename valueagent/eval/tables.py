@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["Table", "markdown", "paired_table", "policy_table", "reading_table", "rich_table"]
+__all__ = ["Table", "edge_table", "markdown", "paired_table", "policy_table", "reading_table", "rich_table"]
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -62,6 +62,25 @@ def paired_table(comparisons: Sequence[Mapping[str, Any]], *, a_label: str = "a"
             f"{c['a']} vs {c['b']}", str(c["n_common"]), str(c["a_only"]), str(c["b_only"]),
             _ci(c["pass_diff"], 1, 100.0), _p(c["mcnemar_p"]), _p(c.get("mcnemar_p_holm")),
             _ci(c["test_runs_diff"]), _ci(c["tokens_diff"], 0),
+        ])
+    return head, rows
+
+
+def edge_table(edges: Sequence[Mapping[str, Any]], *, a_label: str = "A", b_label: str = "B") -> Table:
+    """One row per (policy, control): its edge in each run, the difference of the edges, their costs."""
+    head = ["policy vs control", "n", f"edge in {a_label} pts (wins/losses, p)",
+            f"edge in {b_label} pts (wins/losses, p)",
+            f"Δedge {b_label} - {a_label} pts [95% CI]", "sign-flip p", "Holm p",
+            f"tokens policy/control ({a_label}; {b_label})"]
+    rows = []
+    for r in edges:
+        d, ea, eb = r["difference_of_differences"], r["edge_a"], r["edge_b"]
+        rows.append([
+            f"{r['policy']} vs {r['control']}", str(r["n_common"]),
+            f"{100 * ea['delta']:+.1f} ({ea['wins']}/{ea['losses']}, {_p(ea['p'])})",
+            f"{100 * eb['delta']:+.1f} ({eb['wins']}/{eb['losses']}, {_p(eb['p'])})",
+            _ci({"estimate": d["delta"], "lo": d["ci"][0], "hi": d["ci"][1]}, 1, 100.0), _p(d["p"]), _p(d["p_holm"]),
+            f"{ea['tokens'][0]:.0f}/{ea['tokens'][1]:.0f}; {eb['tokens'][0]:.0f}/{eb['tokens'][1]:.0f}",
         ])
     return head, rows
 
