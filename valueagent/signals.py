@@ -65,7 +65,8 @@ def token_confidence(sample: Sample) -> np.ndarray:
     tops = sample["top_logprobs"]
     if not tops:
         return np.zeros(0)
-    return -np.asarray(tops, dtype=np.float64).mean(axis=1)  # (T, k) -> (T,)
+    out: np.ndarray = -np.asarray(tops, dtype=np.float64).mean(axis=1)  # (T, k) -> (T,)
+    return out
 
 
 def windows(x: np.ndarray, w: int = WINDOW) -> np.ndarray:
@@ -81,7 +82,8 @@ def running_window(x: np.ndarray, w: int = WINDOW) -> np.ndarray:
     if len(x) < w:
         return np.zeros(0)
     c = np.cumsum(np.r_[0.0, x])
-    return (c[w:] - c[:-w]) / w
+    means: np.ndarray = (c[w:] - c[:-w]) / w
+    return means
 
 
 def _mean(key: str, sign: float = 1.0) -> SignalFn:

@@ -173,7 +173,7 @@ def paired_sign_flip(a: Floats, b: Floats, n_perm: int = 100_000, seed: int = 0)
             counts = np.roll(counts, v) + np.roll(counts, -v)  # wrap-around never reaches the support
         sums = np.arange(-total, total + 1)
         extreme = int(counts[np.abs(sums) >= round(observed)].sum())
-        return min(1.0, extreme / 2 ** int((k > 0).sum()))
+        return min(1.0, extreme / (1 << int((k > 0).sum())))
     rng = np.random.default_rng(seed)
     hits = 0
     for start in range(0, n_perm, 1000):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from valueagent.agent.gate import GateInput, Signals, draw, make_gate, signals_of
 from valueagent.agent.policies import SamplingSpec
@@ -167,7 +167,7 @@ def record_reading(state: AgentState, trace: list[Reading], **fields: Any) -> Re
     for key in ("value", "value_norm", "logprob", "score", "drop", "draw"):
         if merged[key] is not None:
             merged[key] = _r(merged[key])
-    reading = Reading(**merged)  # type: ignore[typeddict-item]
+    reading = cast(Reading, merged)
     emit({"task_id": state["task"]["task_id"], **reading})
     return reading
 

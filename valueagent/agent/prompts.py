@@ -55,7 +55,7 @@ _BLOCK = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re
 def extract_code(text: str, entry_point: str) -> str:
     """The code of a reply: the first fenced block defining ``entry_point`` (else the first block, else
     the text up to a closing fence). An unterminated last block is taken to the end of the text."""
-    blocks = [b for b in _BLOCK.findall(text)]
+    blocks: list[str] = _BLOCK.findall(text)
     if not blocks:
         return text.split(FENCE, 1)[0].strip("\n") + "\n"
     pattern = re.compile(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)

@@ -160,7 +160,8 @@ def _token_logprobs(model: Any, final: torch.Tensor, ids: list[int], idx: list[i
     prev = torch.as_tensor([i - 1 for i in idx], device=final.device)
     logits = head(final[prev]).float()  # (n, V)
     target = torch.as_tensor([ids[i] for i in idx], device=logits.device)
-    return (logits.gather(1, target[:, None])[:, 0] - logits.logsumexp(-1)).cpu()
+    logp: torch.Tensor = (logits.gather(1, target[:, None])[:, 0] - logits.logsumexp(-1)).cpu()
+    return logp
 
 
 def _span_acts(h: torch.Tensor, idx: list[int], lp: torch.Tensor, keep: bool) -> SpanActs:

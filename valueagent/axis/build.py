@@ -284,7 +284,7 @@ def evaluate_axis(loaded: Any, axis: Any, cfg: Any = None, *, n_random: int = 16
 
 def work_cache(loaded: Any, cfg: BuildConfig) -> Path:
     """Where a build caches this model's activations (``axis eval`` reuses them)."""
-    return Path(cfg.work_dir) / loaded.model_id.replace("/", "--").lower() / "acts"
+    return Path(cfg.work_dir) / str(loaded.model_id).replace("/", "--").lower() / "acts"
 
 
 def model_tag(loaded: Any) -> str:

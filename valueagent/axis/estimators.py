@@ -47,7 +47,8 @@ def diff_of_means(
     diffs = [
         _weighted_group_mean(after, na, g, c) - _weighted_group_mean(before, nb, g, c) for c in np.unique(g)
     ]
-    return np.mean(diffs, axis=0).astype(np.float32)
+    out: np.ndarray = np.mean(diffs, axis=0).astype(np.float32)
+    return out
 
 
 def matched_contrast(success: np.ndarray, failure: np.ndarray, groups: Sequence[object] | None = None) -> np.ndarray:
@@ -55,9 +56,11 @@ def matched_contrast(success: np.ndarray, failure: np.ndarray, groups: Sequence[
     tokens; averaged within then across ``groups`` when given. (N, L, H) each -> (L, H) float32."""
     d = success.astype(np.float64) - failure.astype(np.float64)
     if groups is None:
-        return d.mean(0).astype(np.float32)
+        out: np.ndarray = d.mean(0).astype(np.float32)
+        return out
     g = np.asarray(groups)
-    return np.mean([d[g == c].mean(0) for c in np.unique(g)], axis=0).astype(np.float32)
+    out = np.mean([d[g == c].mean(0) for c in np.unique(g)], axis=0).astype(np.float32)
+    return out
 
 
 # -- supervised probe -------------------------------------------------------------------------------
@@ -175,4 +178,5 @@ def random_directions(hidden: int, n: int, *, seed: int = 0) -> np.ndarray:
 
 def unit(v: np.ndarray) -> np.ndarray:
     """Normalize along the last axis."""
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    out: np.ndarray = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    return out

@@ -58,7 +58,8 @@ def matched_auroc(scores: np.ndarray, labels: np.ndarray, strata: np.ndarray) ->
 
 def position_bins(rel_pos: np.ndarray, n_bins: int = 10) -> np.ndarray:
     """Stratum index of paragraph-relative positions in [0, 1]."""
-    return np.minimum((np.asarray(rel_pos) * n_bins).astype(int), n_bins - 1)
+    bins: np.ndarray = np.minimum((np.asarray(rel_pos) * n_bins).astype(int), n_bins - 1)
+    return bins
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class TokenTable:
 
 
 def _cos(table: TokenTable, li: int, dirs: np.ndarray) -> np.ndarray:
-    return table.unit[:, li, :].astype(np.float32) @ unit(dirs.astype(np.float32)).T  # (N, K)
+    cos: np.ndarray = table.unit[:, li, :].astype(np.float32) @ unit(dirs.astype(np.float32)).T  # (N, K)
+    return cos
 
 
 def token_controls(table: TokenTable, *, n_random: int = N_RANDOM, seed: int = 0) -> dict[str, object]:
@@ -124,7 +126,8 @@ def token_scores(table: TokenTable, directions: np.ndarray) -> list[dict[str, An
 
 def mean_cosines(mean_unit: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """Mean per-token cosine of each text with ``direction`` (H,): ``mean_unit`` is (N, H)."""
-    return mean_unit.astype(np.float64) @ unit(direction.astype(np.float64))
+    cos: np.ndarray = mean_unit.astype(np.float64) @ unit(direction.astype(np.float64))
+    return cos
 
 
 def paired(pos: np.ndarray, neg: np.ndarray) -> dict[str, float | int | None]:

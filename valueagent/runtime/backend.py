@@ -162,10 +162,12 @@ class HFBackend:
         return await asyncio.wrap_future(self._submit(job))
 
     def generate_sync(self, request: GenerationRequest, *, on_token: TokenCallback | None = None) -> Generation:
-        return self._submit(_Job("generate", cf.Future(), request=request, on_token=on_token)).result()
+        out: Generation = self._submit(_Job("generate", cf.Future(), request=request, on_token=on_token)).result()
+        return out
 
     def score_sync(self, messages: tuple[Message, ...], completion: str) -> Scored:
-        return self._submit(_Job("score", cf.Future(), messages=tuple(messages), completion=completion)).result()
+        out: Scored = self._submit(_Job("score", cf.Future(), messages=tuple(messages), completion=completion)).result()
+        return out
 
     @property
     def residual_norm(self) -> float:

@@ -43,7 +43,8 @@ def block_for_layer(model: Any, layer: int) -> torch.nn.Module:
             f"layer {layer} is out of range for a model with {n} decoder blocks: use 1..{n} "
             "(layer L = hidden_states[L] = output of decoder block L-1; 0 is the embeddings)"
         )
-    return decoder_layers(model)[layer - 1]
+    block: torch.nn.Module = decoder_layers(model)[layer - 1]
+    return block
 
 
 def hidden_of(output: Any) -> torch.Tensor:

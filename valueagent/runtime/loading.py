@@ -86,7 +86,8 @@ def resolve_dtype(dtype: str | None, device: str = "cuda") -> torch.dtype:
     name = _DTYPE_ALIASES.get((dtype or default_dtype(device)).lower())
     if name is None:
         raise ValueError(f"unknown dtype {dtype!r}; use one of float32, bfloat16, float16 (or fp32, bf16, fp16)")
-    return getattr(torch, name)
+    found: torch.dtype = getattr(torch, name)
+    return found
 
 
 def resolve_device(device: str | None) -> str:

@@ -105,11 +105,13 @@ class RayBackend:
 
     async def generate(self, request: GenerationRequest) -> Generation:
         i = self._pick(conversation_key(request.messages, request.prompt))
-        return await self._call(i, self._replicas[i].generate.remote(request))
+        out: Generation = await self._call(i, self._replicas[i].generate.remote(request))
+        return out
 
     async def score(self, messages: tuple[Message, ...], completion: str) -> Scored:
         i = self._pick(conversation_key(messages, None))
-        return await self._call(i, self._replicas[i].score.remote(tuple(messages), completion))
+        out: Scored = await self._call(i, self._replicas[i].score.remote(tuple(messages), completion))
+        return out
 
     async def aclose(self) -> None:
         self.close()

@@ -18,7 +18,8 @@ T = TypeVar("T")
 
 def to_json(obj: Any) -> dict[str, Any]:
     """A dataclass instance as a JSON-ready dict (tuples become lists)."""
-    return _plain(dataclasses.asdict(obj))
+    plain: dict[str, Any] = _plain(dataclasses.asdict(obj))
+    return plain
 
 
 def _plain(x: Any) -> Any:
