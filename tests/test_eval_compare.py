@@ -56,6 +56,15 @@ def test_cli_compare_prints_table_and_json(tmp_path: Path) -> None:
     assert "value (B) vs value (A)" in res.stdout and "B - A" in res.stdout
     res = runner.invoke(app, ["compare", str(a), str(b), "--json"])
     assert json.loads(res.stdout)["schema"] == "valueagent-compare/1"
+    out = tmp_path / "cmp" / "good-bad.json"
+    res = runner.invoke(app, ["compare", str(a), str(b), "--labels", "good,bad", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["policies"][0]["n_common"] == N
+    assert "value (bad) vs value (good)" in out.with_suffix(".md").read_text() == res.stdout
+    for bad, fix in ((["--labels", "a"], "two distinct labels"),
+                     (["--output", str(tmp_path / "x.md")], "end in .json")):
+        res = runner.invoke(app, ["compare", str(a), str(b), *bad])
+        assert res.exit_code == 2 and fix in res.output
 
 
 def _two_policies(path: Path, value: list[bool], control: list[bool], *, extra: int = 0) -> Path:

@@ -309,30 +309,29 @@ def compare(
     run_a: Annotated[Path, typer.Argument(help="The first run directory (A).")],
     run_b: Annotated[Path, typer.Argument(help="The second run directory (B); differences are B - A.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    labels: Annotated[str, typer.Option("--labels", help="Names of A and B in the tables (e.g. 0.5b,1.5b).")] = "A,B",
+    output: Annotated[Path | None, typer.Option("--output", help="Also write the comparison JSON here and its "
+                                                "Markdown beside it (.md).")] = None,
 ) -> None:
     """Paired statistics between two runs on their common tasks and policies, and each policy's edge over its
     matched-cost control in both runs with the difference of the edges (B - A)."""
-    from valueagent.eval.compare import NoOverlapError, compare_runs
-    from valueagent.eval.tables import edge_table, markdown, paired_table
+    from valueagent.eval.compare import NoOverlapError, compare_runs, render_markdown
 
+    names = [x.strip() for x in labels.split(",")]
+    if len(names) != 2 or not all(names) or names[0] == names[1]:
+        fail(f"--labels {labels!r} must name A and B, two distinct labels separated by a comma (e.g. 0.5b,1.5b)")
+    if output is not None and output.suffix != ".json":
+        fail(f"--output {output} must end in .json (the Markdown goes beside it as .md)")
     try:
         result = compare_runs(run_a, run_b)
     except (NoOverlapError, FileNotFoundError) as exc:
         fail(str(exc))
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-        return
-    typer.echo(f"A = {run_a}\nB = {run_b}\n(differences are B - A)\n")
-    typer.echo(markdown(paired_table(result["policies"], a_label="A", b_label="B")))
-    if result["edges"]:
-        typer.echo("\nEach policy's edge over its control at matched cost, in A and in B, and the per-task "
-                   "difference of the edges (what a stronger model lifts in policy and control alike cancels):\n")
-        typer.echo(markdown(edge_table(result["edges"])))
-    for key, (va, vb) in result["config_differences"].items():
-        typer.echo(f"config differs: {key}: {va} (A) vs {vb} (B)")
-    for side in ("a", "b"):
-        if result[f"only_in_{side}"]:
-            typer.echo(f"only in {side.upper()}: {', '.join(result[f'only_in_{side}'])}")
+    text = render_markdown(result, a_label=names[0], b_label=names[1])
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=1) + "\n")
+        output.with_suffix(".md").write_text(text)
+    typer.echo(json.dumps(result, indent=2) + "\n" if as_json else text, nl=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -20,9 +20,11 @@ from typing import Any
 from valueagent.eval.config import read_config
 from valueagent.eval.records import TaskRecord, load_results, policy_order
 from valueagent.eval.summary import holm, paired_comparison
+from valueagent.eval.tables import edge_table, markdown, paired_table
 from valueagent.stats import difference_of_differences, mcnemar_exact, wilson
 
-__all__ = ["COMPARE_SCHEMA", "CONTROL_PAIRS", "NoOverlapError", "compare_runs", "config_differences", "control_edges"]
+__all__ = ["COMPARE_SCHEMA", "CONTROL_PAIRS", "NoOverlapError", "compare_runs", "config_differences", "control_edges",
+           "render_markdown"]
 
 COMPARE_SCHEMA = "valueagent-compare/1"
 _CONFIG_KEYS = (("model", "model_id"), ("model", "revision"), ("model", "dtype"), ("model", "quantization"),
@@ -133,3 +135,23 @@ def control_edges(a: Mapping[str, Mapping[str, TaskRecord]], b: Mapping[str, Map
 def _wilson(k: int, n: int) -> dict[str, float]:
     e = wilson(k, n)
     return {"estimate": e.estimate, "lo": e.lo, "hi": e.hi, "conf": e.conf}
+
+
+def render_markdown(result: Mapping[str, Any], *, a_label: str = "A", b_label: str = "B") -> str:
+    """The comparison as Markdown: each policy B - A, the edges over the controls, what differs."""
+    lines = [f"# {b_label} against {a_label}: paired over the same tasks", "",
+             f"- **{a_label}** (A): `{result['run_a']}`", f"- **{b_label}** (B): `{result['run_b']}`", "",
+             f"Each policy's own change; differences are {b_label} - {a_label} (McNemar exact p, Holm over the "
+             "policies; bootstrap 95% intervals):", "",
+             markdown(paired_table([{**r, "a": f"{r['policy']} ({b_label})", "b": f"{r['policy']} ({a_label})"}
+                                    for r in result["policies"]], a_label=a_label, b_label=b_label))]
+    if result["edges"]:
+        lines += ["", f"Each value policy's edge over its control at matched cost, on {a_label} and on {b_label}, "
+                  "and the per-task difference of the edges (what lifts policy and control alike cancels; "
+                  "bootstrap 95% interval, exact sign-flip p, Holm over the pairs):", "",
+                  markdown(edge_table(result["edges"], a_label=a_label, b_label=b_label))]
+    notes = [f"- config differs: {key}: {va} ({a_label}) vs {vb} ({b_label})"
+             for key, (va, vb) in result["config_differences"].items()]
+    notes += [f"- only in {lab}: {', '.join(result[f'only_in_{side}'])}"
+              for side, lab in (("a", a_label), ("b", b_label)) if result[f"only_in_{side}"]]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
