@@ -65,6 +65,29 @@ def test_policy_stats_and_paired_comparison(tmp_path: Path) -> None:
     json.dumps(summary)  # JSON-ready
 
 
+def test_controls_pair_each_value_policy_with_its_matched_control(tmp_path: Path) -> None:
+    """value-branch is not the reference, yet it meets logprob-branch in `controls` (and in report.md);
+    value meets always-test there too, single (no reading, no control) does not appear."""
+    n = 20
+    a, b = outcomes(n, 16, seed=3), outcomes(n, 8, seed=4)
+    recs = [record(f"HumanEval/{i}", p, ok) for p, o in (("value-branch", a), ("logprob-branch", b),
+                                                         ("value", b), ("always-test", b), ("single", a))
+            for i, ok in enumerate(o)]
+    run_dir = write_run(tmp_path, recs)
+    summary = summarize(load_results(run_dir), n_boot=500)
+    pairs = {(c["a"], c["b"]): c for c in summary["controls"]}
+    assert list(pairs) == [("value", "always-test"), ("value-branch", "logprob-branch")]
+    branch = pairs["value-branch", "logprob-branch"]
+    assert branch["pass_diff"]["estimate"] == pytest.approx(8 / n)
+    assert branch["mcnemar_p"] == pytest.approx(mcnemar_exact(a, b).p_value)
+    assert branch["mcnemar_p_holm"] >= branch["mcnemar_p"]
+    assert pairs["value", "always-test"]["mcnemar_p"] == 1.0  # identical outcomes
+    from valueagent.eval.report import render_report
+
+    text = render_report(summary, None, {})
+    assert "against its control at matched cost" in text and "value-branch vs logprob-branch" in text
+
+
 def test_paired_uses_only_common_tasks() -> None:
     a = {f"t/{i}": parse_record(record(f"t/{i}", "value", True)) for i in range(5)}
     b = {f"t/{i}": parse_record(record(f"t/{i}", "single", False)) for i in range(3, 8)}

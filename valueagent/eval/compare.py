@@ -19,7 +19,7 @@ from typing import Any
 
 from valueagent.eval.config import read_config
 from valueagent.eval.records import TaskRecord, load_results, policy_order
-from valueagent.eval.summary import holm, paired_comparison
+from valueagent.eval.summary import CONTROL_PAIRS, holm, paired_comparison
 from valueagent.eval.tables import edge_table, markdown, paired_table
 from valueagent.stats import difference_of_differences, mcnemar_exact, wilson
 
@@ -30,19 +30,6 @@ COMPARE_SCHEMA = "valueagent-compare/1"
 _CONFIG_KEYS = (("model", "model_id"), ("model", "revision"), ("model", "dtype"), ("model", "quantization"),
                 ("axis", "sha256"), ("gate_config", "path"), ("gate_config", "created"),
                 ("dataset", "hash"), ("seeds", "seed"), ("git", "commit"))
-
-CONTROL_PAIRS = (
-    ("value", "random-gate"), ("value", "logprob-gate"), ("value", "always-test"),
-    ("value+logprob", "logprob-gate"),
-    ("value-branch", "random-branch"), ("value-branch", "logprob-branch"),
-    ("steer-high", "always-test"), ("steer-low", "always-test"),
-    ("value-rank", "random-rank"), ("value-rank", "logprob-rank"),
-    ("value-seq", "random-seq"), ("value-seq", "logprob-seq"),
-    ("value-stop", "random-stop"), ("value-stop", "confidence-stop"),
-)
-"""(policy that reads or steers along the axis, its control): the control spends the same kind of budget —
-the same gate at a random or log-prob signal, or the unsteered always-test for the steered policies."""
-
 
 class NoOverlapError(ValueError):
     """The two runs share no (policy, task) pair, so there is nothing to pair."""

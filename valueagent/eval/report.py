@@ -80,6 +80,11 @@ def render_report(summary: Mapping[str, Any], config: Mapping[str, Any] | None, 
         ]
     else:
         lines += [f"_No `{ref}` records, or no tasks in common: nothing to compare._", ""]
+    if summary.get("controls"):
+        lines += ["## Each value policy against its control at matched cost", "",
+                  "The same gate, branch or budget driven by a random or log-prob signal, or the unsteered "
+                  "`always-test` for steering; paired as above, Holm over these pairs.", "",
+                  markdown(paired_table(summary["controls"], a_label="policy", b_label="control")), ""]
     lines += ["## Does the value reading predict success?", "", f"Reading: {summary['reading']['definition']}",
               "", "AUROC for the task's final hidden-test outcome (bootstrap 95% CI, positives and negatives "
               "resampled separately); logprob AUROC on the same tasks is the control. Brier of out-of-fold "

@@ -4,6 +4,8 @@ Every interval is 95%. pass@1 uses the Wilson interval (one greedy-first run per
 pass rate). Comparisons are *paired* on the tasks both policies finished: McNemar's exact test on the
 discordant tasks, a percentile bootstrap over tasks of the pass-rate difference, and the same bootstrap
 for the cost differences. p-values are also given Holm-adjusted over the comparisons of one reference.
+``controls`` pairs each value-reading or steered policy with its control at matched cost
+(:data:`CONTROL_PAIRS`), the same way, Holm-adjusted over those pairs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from valueagent.eval.records import READING_DEFINITION, RunResults, TaskRecord, 
 from valueagent.stats import holm, mcnemar_exact, paired_bootstrap_diff, wilson
 
 __all__ = [
+    "CONTROL_PAIRS",
     "SUMMARY_FILE",
     "SUMMARY_SCHEMA",
     "holm",
@@ -58,6 +61,19 @@ def policy_stats(records: Sequence[TaskRecord]) -> dict[str, Any]:
         "revisions_mean": _mean([r.revisions for r in records]),
         "errors": sum(r.error is not None for r in records),
     }
+
+
+CONTROL_PAIRS = (
+    ("value", "random-gate"), ("value", "logprob-gate"), ("value", "always-test"),
+    ("value+logprob", "logprob-gate"),
+    ("value-branch", "random-branch"), ("value-branch", "logprob-branch"),
+    ("steer-high", "always-test"), ("steer-low", "always-test"),
+    ("value-rank", "random-rank"), ("value-rank", "logprob-rank"),
+    ("value-seq", "random-seq"), ("value-seq", "logprob-seq"),
+    ("value-stop", "random-stop"), ("value-stop", "confidence-stop"),
+)
+"""(policy that reads or steers along the axis, its control): the control spends the same kind of budget —
+the same gate at a random or log-prob signal, or the unsteered always-test for the steered policies."""
 
 
 def paired_comparison(
@@ -105,6 +121,14 @@ def summarize(
                 comparisons.append({"a": reference, "b": other, **pc})
         for c, p in zip(comparisons, holm([c["mcnemar_p"] for c in comparisons]), strict=True):
             c["mcnemar_p_holm"] = p
+    controls: list[dict[str, Any]] = []
+    for policy, control in CONTROL_PAIRS:
+        if policy in run.by_policy and control in run.by_policy:
+            pc = paired_comparison(run.by_policy[policy], run.by_policy[control], n_boot=n_boot, seed=seed)
+            if pc is not None:
+                controls.append({"a": policy, "b": control, **pc})
+    for c, p in zip(controls, holm([c["mcnemar_p"] for c in controls]), strict=True):
+        c["mcnemar_p_holm"] = p
     return {
         "schema": SUMMARY_SCHEMA,
         "source": run.source,
@@ -115,6 +139,7 @@ def summarize(
         "policies": {p: policy_stats(run.records(p)) for p in policies},
         "reference": reference,
         "paired": comparisons,
+        "controls": controls,
         "reading": {
             "definition": READING_DEFINITION,
             "by_policy": {p: reading_quality(run.records(p), n_boot=min(n_boot, 2000), seed=seed)
