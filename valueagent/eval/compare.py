@@ -31,6 +31,7 @@ _CONFIG_KEYS = (("model", "model_id"), ("model", "revision"), ("model", "dtype")
                 ("axis", "sha256"), ("gate_config", "path"), ("gate_config", "created"),
                 ("dataset", "hash"), ("seeds", "seed"), ("git", "commit"))
 
+
 class NoOverlapError(ValueError):
     """The two runs share no (policy, task) pair, so there is nothing to pair."""
 
