@@ -184,3 +184,18 @@ def test_config_helpers() -> None:
     check_resume(old, config(sha="aaa"))
     with pytest.raises(ConfigMismatchError, match="axis.sha256"):
         check_resume(old, config(sha="bbb"))
+
+
+def test_committed_live_edges_0_5b_to_1_5b_give_the_readme_figures() -> None:
+    """README "Live, on all 124 eval tasks": each value policy's edge over its control on the committed 0.5B
+    and 1.5B runs (wins/losses per model) and the exact sign-flip p of their difference."""
+    runs = Path(__file__).resolve().parents[1] / "evals" / "humaneval"
+    edges = compare_runs(runs / "comparison-124", runs / "comparison-124-1.5b-int8", n_boot=200)["edges"]
+    got = {(r["policy"], r["control"]): ((r["edge_a"]["wins"], r["edge_a"]["losses"]),
+                                         (r["edge_b"]["wins"], r["edge_b"]["losses"]),
+                                         round(r["difference_of_differences"]["p"], 2)) for r in edges}
+    assert got == {("value", "random-gate"): ((3, 12), (8, 8), 0.16),
+                   ("value", "logprob-gate"): ((4, 14), (8, 7), 0.10),
+                   ("value", "always-test"): ((7, 15), (8, 7), 0.21),
+                   ("steer-high", "always-test"): ((4, 6), (7, 4), 0.33),
+                   ("steer-low", "always-test"): ((3, 4), (10, 9), 0.84)}

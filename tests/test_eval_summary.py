@@ -188,3 +188,23 @@ def test_committed_comparison_reproduces_the_quoted_repeat_counts(run_name: str,
     stats = summarize(load_results(run), n_boot=10)["policies"]
     got = {p: (stats[p]["backtracks_repeated"], stats[p]["backtracks_total"]) for p in quoted}
     assert got == quoted
+
+
+def test_committed_1_5b_live_comparison_gives_the_readme_figures() -> None:
+    """README "Live, on all 124 eval tasks" and evals/humaneval/comparison-124-1.5b-int8/README.md: passes per
+    policy, repeated backtracks, and each value policy against its control (wins/losses)."""
+    run = Path(__file__).resolve().parents[1] / "evals" / "humaneval" / "comparison-124-1.5b-int8"
+    summary = summarize(load_results(run), n_boot=10)
+    stats = summary["policies"]
+    assert {p: (s["n"], s["passed"]) for p, s in stats.items()} == {
+        "single": (124, 82), "always-test": (124, 89), "value": (124, 90), "steer-high": (124, 92),
+        "steer-low": (124, 90), "random-gate": (124, 90), "logprob-gate": (124, 89), "logprob-branch": (124, 87),
+        "value-branch": (124, 89)}
+    assert {p: (stats[p]["backtracks_repeated"], stats[p]["backtracks_total"]) for p in
+            ("value", "random-gate", "logprob-gate", "value-branch")} == {
+        "value": (26, 76), "random-gate": (12, 31), "logprob-gate": (5, 78), "value-branch": (1, 91)}
+    assert {(c["a"], c["b"]): (c["a_only"], c["b_only"]) for c in summary["controls"]} == {
+        ("value", "random-gate"): (8, 8), ("value", "logprob-gate"): (8, 7), ("value", "always-test"): (8, 7),
+        ("value-branch", "logprob-branch"): (9, 7), ("steer-high", "always-test"): (7, 4),
+        ("steer-low", "always-test"): (10, 9)}
+
