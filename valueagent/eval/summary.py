@@ -106,29 +106,28 @@ def paired_comparison(
     }
 
 
+def _paired_rows(run: RunResults, pairs: Sequence[tuple[str, str]], *, n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """:func:`paired_comparison` of each ``(a, b)`` pair both of whose policies the run holds, with the McNemar
+    p-values Holm-adjusted over these rows."""
+    rows: list[dict[str, Any]] = []
+    for a, b in pairs:
+        if a in run.by_policy and b in run.by_policy:
+            pc = paired_comparison(run.by_policy[a], run.by_policy[b], n_boot=n_boot, seed=seed)
+            if pc is not None:
+                rows.append({"a": a, "b": b, **pc})
+    for row, p in zip(rows, holm([r["mcnemar_p"] for r in rows]), strict=True):
+        row["mcnemar_p_holm"] = p
+    return rows
+
+
 def summarize(
     run: RunResults, *, reference: str = "value", n_boot: int = 10_000, seed: int = 0
 ) -> dict[str, Any]:
     """The summary of a run (see the module doc); ``reference`` is compared against every other policy."""
     policies = run.policies
-    comparisons: list[dict[str, Any]] = []
-    if reference in run.by_policy:
-        for other in policies:
-            if other == reference:
-                continue
-            pc = paired_comparison(run.by_policy[reference], run.by_policy[other], n_boot=n_boot, seed=seed)
-            if pc is not None:
-                comparisons.append({"a": reference, "b": other, **pc})
-        for c, p in zip(comparisons, holm([c["mcnemar_p"] for c in comparisons]), strict=True):
-            c["mcnemar_p_holm"] = p
-    controls: list[dict[str, Any]] = []
-    for policy, control in CONTROL_PAIRS:
-        if policy in run.by_policy and control in run.by_policy:
-            pc = paired_comparison(run.by_policy[policy], run.by_policy[control], n_boot=n_boot, seed=seed)
-            if pc is not None:
-                controls.append({"a": policy, "b": control, **pc})
-    for c, p in zip(controls, holm([c["mcnemar_p"] for c in controls]), strict=True):
-        c["mcnemar_p_holm"] = p
+    others = [(reference, other) for other in policies if other != reference] if reference in run.by_policy else []
+    comparisons = _paired_rows(run, others, n_boot=n_boot, seed=seed)
+    controls = _paired_rows(run, CONTROL_PAIRS, n_boot=n_boot, seed=seed)
     return {
         "schema": SUMMARY_SCHEMA,
         "source": run.source,
