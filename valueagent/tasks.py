@@ -77,9 +77,14 @@ class Task:
     entry_point: str
     test: str = field(repr=False)
     canonical_solution: str | None = field(default=None, repr=False)
+    visible: tuple[VisibleTest, ...] | None = None
+    """The visible tests, when the task states them (MBPP's first assert, a task file's ``visible_tests``);
+    ``None``: parsed from the prompt's own examples."""
 
     def public(self) -> PublicTask:
         """The agent's view: the prompt and the visible tests a correct solution passes."""
+        if self.visible is not None:
+            return PublicTask(self.task_id, self.prompt, self.entry_point, self.visible)
         tests = tuple(
             t
             for t in parse_visible_tests(self.prompt, self.entry_point)
@@ -97,6 +102,8 @@ class Task:
         }
         if self.canonical_solution is not None:
             record["canonical_solution"] = self.canonical_solution
+        if self.visible is not None:
+            record["visible_tests"] = [t.to_dict() for t in self.visible]
         return record
 
 
@@ -154,8 +161,25 @@ def load_jsonl(path: str | Path) -> tuple[Task, ...]:
                 )
             seen[rec["task_id"]] = lineno
             solution = rec.get("canonical_solution")
-            tasks.append(Task(rec["task_id"], rec["prompt"], rec["entry_point"], rec["test"], solution))
+            tasks.append(Task(rec["task_id"], rec["prompt"], rec["entry_point"], rec["test"], solution,
+                              _visible_field(rec.get("visible_tests"), where)))
     return tuple(tasks)
+
+
+def _visible_field(raw: Any, where: str) -> tuple[VisibleTest, ...] | None:
+    """A task line's optional ``visible_tests``: a list of ``{"call", "expected"[, "source"]}`` objects."""
+    if raw is None:
+        return None
+    fix = 'give "visible_tests" as a list of {"call": ..., "expected": ...} objects of Python expressions'
+    if not isinstance(raw, list):
+        raise TaskFormatError(f"{where}: field 'visible_tests' must be a list; {fix}")
+    out = []
+    for item in raw:
+        if not (isinstance(item, dict) and isinstance(item.get("call"), str)
+                and isinstance(item.get("expected"), str)):
+            raise TaskFormatError(f"{where}: a visible test is not an object with string call and expected; {fix}")
+        out.append(VisibleTest(item["call"], item["expected"], str(item.get("source", ""))))
+    return tuple(out)
 
 
 def humaneval_path() -> Path:

@@ -33,23 +33,29 @@ from valueagent.cli.gates import GATE_CONFIG_HELP, UNCALIBRATED_HELP
 _OUT = Path("runs/latest")
 
 
-def load_tasks(source: str, *, split: str, limit: int | None, task_ids: str | None) -> tuple[Any, ...]:
-    """Tasks from ``humaneval`` (a split) or a HumanEval-schema JSONL file, filtered and truncated."""
-    from valueagent.tasks import humaneval_split
+def load_tasks(source: str, *, split: str | None, limit: int | None, task_ids: str | None) -> tuple[Any, ...]:
+    """Tasks of a benchmark's split (``humaneval``, ``mbpp``) or of a HumanEval-schema JSONL file, filtered
+    and truncated. A bad split, id or data file fails in one line, before any model loads."""
+    from valueagent.benchmarks import BENCHMARKS
+    from valueagent.tasks import TaskFormatError
 
-    name = checks.split(split)
-    tasks = humaneval_split(name) if source == "humaneval" else checks.task_file(source)
+    name = checks.split(split, source)
+    try:
+        tasks = BENCHMARKS[source].tasks(name) if source in BENCHMARKS else checks.task_file(source)
+    except (TaskFormatError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
     if task_ids:
         wanted = [t.strip() for t in task_ids.split(",") if t.strip()]
         known = {t.task_id for t in tasks}
         if missing := [t for t in wanted if t not in known]:
-            fail(f"unknown task ids {missing}; they must exist in {source} (split {split!r} for humaneval)")
+            fail(f"unknown task ids {missing}; they must exist in {source}"
+                 + (f" --split {name}" if source in BENCHMARKS else ""))
         tasks = tuple(t for t in tasks if t.task_id in set(wanted))
     return tuple(tasks[:limit]) if limit is not None else tuple(tasks)
 
 
 def run(
-    tasks: Annotated[str, typer.Argument(help="A HumanEval-schema TASKS.jsonl, or `humaneval`.")],
+    tasks: Annotated[str, typer.Argument(help="A HumanEval-schema TASKS.jsonl, `humaneval` or `mbpp`.")],
     policy: Annotated[str, typer.Option("--policy", help="A policy, or several: a,b,c.")] = "value",
     model: str = MODEL_OPT,
     axis: str = AXIS_OPT,
@@ -59,7 +65,8 @@ def run(
     prefix_cache_mb: int = PREFIX_CACHE_OPT,
     gate_config: Annotated[Path | None, typer.Option("--gate-config", help=GATE_CONFIG_HELP)] = None,
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help=UNCALIBRATED_HELP)] = False,
-    split: Annotated[str, typer.Option("--split", help="eval, calibration or all.")] = "eval",
+    split: Annotated[str | None, typer.Option("--split", help="humaneval: eval (default), calibration, all; mbpp: "
+                                              "test (default), validation, train, prompt, all.")] = None,
     task_ids: Annotated[str | None, typer.Option("--task-ids", help="Comma-separated task ids.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N tasks.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Tasks in flight.")] = 4,
@@ -75,11 +82,14 @@ def run(
 ) -> None:
     """Run agent policies over tasks; one JSON line per (task, policy) in DIR/results.jsonl."""
     from valueagent.agent.state import Budgets
+    from valueagent.benchmarks import BENCHMARKS
     from valueagent.runner import RunConfig
 
     names = checks.policies(policy, option="--policy")
     task_list = load_tasks(tasks, split=split, limit=limit, task_ids=task_ids)
-    meta: dict[str, Any] = {"tasks": tasks, "split": split if tasks == "humaneval" else None}
+    meta: dict[str, Any] = {"tasks": tasks, "split": checks.split(split, tasks) if tasks in BENCHMARKS else None}
+    if tasks in BENCHMARKS:
+        meta["benchmark"] = BENCHMARKS[tasks].describe()
     checks.axis(axis)
     checks.output_dir(output_dir, resume=resume)
     gate = gates.choose(gate_config, names, model=model, axis=axis, uncalibrated=uncalibrated)

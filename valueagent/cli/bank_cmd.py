@@ -33,7 +33,7 @@ def weights_label(model: str) -> str:
 
 @bank_app.command("build")
 def build(
-    source: Annotated[str, typer.Argument(help="`humaneval` (all 164 problems) or a HumanEval-schema .jsonl file.")],
+    source: Annotated[str, typer.Argument(help="`humaneval`, `mbpp` or a HumanEval-schema .jsonl file.")],
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Bank directory (resumable).")],
     samples: int = typer.Option(8, "--samples", "-n", help="Fresh samples per task besides the greedy answer."),
     temperature: float = typer.Option(0.8, "--temperature"),
@@ -42,6 +42,8 @@ def build(
     max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
     concurrency: int = typer.Option(2, "--concurrency", help="Tasks in flight, each a batch of N + 1 rows."),
     limit: int | None = typer.Option(None, "--limit", min=1),
+    split: str = typer.Option("all", "--split", help="A benchmark's split (mbpp: test, validation, train, "
+                              "train+validation; humaneval: eval, calibration) or all."),
     resume: bool = typer.Option(False, "--resume", help="Continue a bank in --output-dir (same settings)."),
     reverse: bool = typer.Option(
         False, "--reverse", help="Take the tasks last to first: a second builder on the same --output-dir with "
@@ -69,7 +71,7 @@ def build(
         check_output_dir(output_dir, resume)
     except BankError as exc:
         fail(str(exc))
-    tasks = load_tasks(source, split="all", limit=limit, task_ids=None)
+    tasks = load_tasks(source, split=split, limit=limit, task_ids=None)
     if not tasks:
         fail(f"{source} holds no tasks: give a file with at least one HumanEval-schema line")
     if reverse:
@@ -81,8 +83,11 @@ def build(
                                    quantize=quantize, prefix_cache_mb=prefix_cache_mb)
     from valueagent.agent.prompts import PromptConfig
 
-    manifest = manifest_for(backend, spec, PromptConfig(), source if source == "humaneval" else str(Path(source)),
-                            weights_label(model))
+    from valueagent.benchmarks import BENCHMARKS
+
+    tasks_source = (source if split == "all" else f"{source} --split {split}") if source in BENCHMARKS \
+        else str(Path(source))
+    manifest = manifest_for(backend, spec, PromptConfig(), tasks_source, weights_label(model))
     sandbox = Sandbox(workers=workers)
 
     def report(progress: dict[str, Any], written: int, todo: int) -> None:

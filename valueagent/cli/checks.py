@@ -17,21 +17,24 @@ from valueagent.cli.common import fail
 
 if TYPE_CHECKING:
     from valueagent.runtime.generation import ModelInfo
-    from valueagent.tasks import SplitName, Task
+    from valueagent.tasks import Task
 
 STEER_LIMIT = 1.0
 """Largest ``|--steer|``: the fraction of the mean residual norm added along the axis. The shipped
 comparisons use 0.168; past 1 the added vector outweighs the model's own state and the text degrades."""
 
 
-def split(name: str) -> SplitName:
-    """A HumanEval split name (``--split``)."""
-    from valueagent.tasks import SplitName
+def split(name: str | None, source: str = "humaneval") -> str:
+    """The ``--split`` of a named benchmark (its eval split when not given); a bad name fails in one line."""
+    from valueagent.benchmarks import BENCHMARKS
 
-    choices: tuple[str, ...] = get_args(SplitName)
-    if name not in choices:
-        fail(f"--split {name!r} is not a split: use {', '.join(choices)}")
-    return name  # type: ignore[return-value]
+    bench = BENCHMARKS.get(source)
+    if bench is None:
+        return name or "all"
+    try:
+        return bench.check_split(name or bench.eval_split)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def plugins(modules: Sequence[str]) -> None:

@@ -1,15 +1,18 @@
-"""CLI commands: ``eval humaneval``, ``eval report``, ``eval baseline``, ``eval regress`` and ``compare``."""
+"""CLI commands: ``eval humaneval|mbpp``, ``eval report``, ``eval baseline``, ``eval regress`` and ``compare``."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from valueagent.benchmarks import BENCHMARKS
 from valueagent.cli import checks, gates
 from valueagent.cli.common import (
     ANSWER_TOKENS_OPT,
@@ -83,10 +86,11 @@ def make_sandbox(workers: int) -> Any:
     return Sandbox(workers=workers)
 
 
-def humaneval(
+def run_benchmark(
+    bench: str,
     policies: Annotated[str, typer.Option("--policies", help="Comma-separated policies.")] = _POLICIES,
-    output_dir: Annotated[Path, typer.Option("--output-dir", help="The run directory to write.")] = Path(
-        "runs/humaneval"),
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", help="The run directory to write (default: "
+                                                    "runs/<benchmark>).")] = None,
     model: str = MODEL_OPT,
     axis: str = AXIS_OPT,
     device: str | None = DEVICE_OPT,
@@ -95,7 +99,8 @@ def humaneval(
     prefix_cache_mb: int = PREFIX_CACHE_OPT,
     gate_config: Annotated[Path | None, typer.Option("--gate-config", help=GATE_CONFIG_HELP)] = None,
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help=UNCALIBRATED_HELP)] = False,
-    split: Annotated[str, typer.Option("--split", help="eval (default), calibration or all.")] = "eval",
+    split: Annotated[str | None, typer.Option("--split", help="humaneval: eval (default), calibration, all; mbpp: "
+                                              "test (default), validation, train, prompt, all.")] = None,
     task_ids: Annotated[list[str] | None, typer.Option("--task-ids", help="Task ids (comma-separated or "
                                                         "repeated).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N tasks.")] = None,
@@ -121,14 +126,16 @@ def humaneval(
     replicas: Annotated[int | None, typer.Option("--replicas", min=1, help="With --ray: model replicas (default: "
                                                  "one per GPU, or 1 sharing the CPU cores).")] = None,
 ) -> None:
-    """Run every policy on the same HumanEval tasks and write config, results, summary, samples, report."""
+    """Run every policy on the same tasks of a benchmark and write config, results, summary, samples, report."""
     from valueagent.agent.state import Budgets
     from valueagent.eval.config import ConfigMismatchError
     from valueagent.eval.humaneval import HumanEvalSettings, select_tasks
     from valueagent.eval.humaneval import fail_under as below
 
+    output_dir = output_dir or Path(f"runs/{bench}")
     settings = HumanEvalSettings(
-        policies=checks.policies(policies), output_dir=output_dir, split=checks.split(split), limit=limit,
+        policies=checks.policies(policies), output_dir=output_dir, benchmark=bench, split=checks.split(split, bench),
+        limit=limit,
         task_ids=_ids(task_ids), concurrency=concurrency, seed=seed, resume=resume, model=model,
         axis=None if axis in ("none", "") else axis, gate_config=gate_config, answer_tokens=answer_tokens,
         n_boot=n_boot,
@@ -136,7 +143,8 @@ def humaneval(
                         tokens=max_tokens),
     )
     try:
-        selected = select_tasks(settings.split, limit=limit, task_ids=settings.task_ids)  # before any model
+        selected = select_tasks(settings.split, limit=limit, task_ids=settings.task_ids,  # before any model
+                                bench=bench)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     checked = checks.policies(check, option="--check") if check else ()
@@ -334,9 +342,26 @@ def compare(
     typer.echo(json.dumps(result, indent=2) + "\n" if as_json else text, nl=False)
 
 
+def _eval_command(name: str) -> Callable[..., None]:
+    """``eval <name>``: :func:`run_benchmark` with the benchmark fixed (typer reads the copied signature)."""
+
+    def command(**options: Any) -> None:
+        run_benchmark(name, **options)
+
+    signature = inspect.signature(run_benchmark, eval_str=True)
+    command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.name != "bench"])
+    command.__annotations__ = {k: v for k, v in run_benchmark.__annotations__.items() if k != "bench"}
+    command.__doc__ = (f"Run every policy on the same {name} tasks (its {BENCHMARKS[name].eval_split!r} split by "
+                       "default) and write config, results, summary, samples, report.")
+    command.__name__ = name
+    return command
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``eval`` (humaneval, report, baseline, regress) and the top-level ``compare``."""
-    eval_app.command("humaneval")(humaneval)
+    """Add ``eval`` (one command per benchmark, report, merge, baseline, regress) and the top-level ``compare``."""
+    for name in BENCHMARKS:
+        eval_app.command(name)(_eval_command(name))
     eval_app.command("report")(report)
     eval_app.command("merge")(merge)
     eval_app.command("baseline")(baseline)

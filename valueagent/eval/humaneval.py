@@ -1,4 +1,4 @@
-"""``valueagent eval humaneval``: every listed policy on the same HumanEval tasks, then the run's files.
+"""``valueagent eval humaneval|mbpp``: every listed policy on the same tasks of a benchmark, then the run's files.
 
 The work itself is :func:`valueagent.runner.run_tasks` (bounded concurrency over all (task, policy)
 pairs, one backend, one sandbox pool, atomic lines, ``--resume``). This module selects the tasks, writes
@@ -23,7 +23,8 @@ from valueagent.agent.state import Budgets
 from valueagent.eval.config import build_config, check_resume, read_config, write_config
 from valueagent.eval.records import RESULTS_FILE
 from valueagent.eval.report import write_run_outputs
-from valueagent.tasks import SplitName, Task, humaneval_split
+from valueagent.benchmarks import benchmark
+from valueagent.tasks import Task
 
 __all__ = ["EvalOutcome", "HumanEvalSettings", "fail_under", "gate_configs_for", "run_humaneval", "select_tasks"]
 
@@ -34,7 +35,8 @@ class HumanEvalSettings:
 
     policies: tuple[str, ...]
     output_dir: Path
-    split: SplitName = "eval"
+    benchmark: str = "humaneval"
+    split: str = "eval"
     limit: int | None = None
     task_ids: tuple[str, ...] = ()
     concurrency: int = 4
@@ -66,9 +68,10 @@ class EvalOutcome:
     output_dir: Path
 
 
-def select_tasks(split: SplitName, *, limit: int | None = None, task_ids: Sequence[str] = ()) -> tuple[Task, ...]:
-    """The HumanEval tasks of ``split`` (dataset order), restricted to ``task_ids``, then the first ``limit``."""
-    tasks = humaneval_split(split)
+def select_tasks(split: str, *, limit: int | None = None, task_ids: Sequence[str] = (),
+                 bench: str = "humaneval") -> tuple[Task, ...]:
+    """The tasks of a benchmark's ``split`` (dataset order), restricted to ``task_ids``, then the first ``limit``."""
+    tasks = benchmark(bench).tasks(split)
     if task_ids:
         known = {t.task_id for t in tasks}
         missing = [t for t in task_ids if t not in known]
@@ -155,7 +158,7 @@ async def run_humaneval(
     from valueagent.runner import RunConfig, read_results, run_tasks
 
     out_dir = settings.output_dir
-    tasks = select_tasks(settings.split, limit=settings.limit, task_ids=settings.task_ids)
+    tasks = select_tasks(settings.split, limit=settings.limit, task_ids=settings.task_ids, bench=settings.benchmark)
     results = out_dir / RESULTS_FILE
     if results.is_file() and results.stat().st_size and not settings.resume:
         raise FileExistsError(f"{results} already has results: pass --resume to continue that run, or "
@@ -165,7 +168,8 @@ async def run_humaneval(
     segment_tokens = int(gate_meta.get("segment_tokens") or settings.segment_tokens)
     split = settings.split if not settings.task_ids else f"{settings.split} (selected ids)"
     config = build_config(settings={**settings.describe(), "segment_tokens": segment_tokens}, backend=backend,
-                          tasks=tasks, split=split, seed=settings.seed, extra={"gate_config": gate_meta})
+                          tasks=tasks, split=split, seed=settings.seed,
+                          extra={"gate_config": gate_meta, "benchmark": benchmark(settings.benchmark).describe()})
     old = read_config(out_dir) if settings.resume else None
     if old is not None:
         check_resume(old, config)
@@ -179,7 +183,7 @@ async def run_humaneval(
         policies=settings.policies, output_dir=out_dir, concurrency=settings.concurrency,
         resume=settings.resume, seed=settings.seed, budgets=settings.budgets, gate_configs=configs,
         segment_tokens=segment_tokens, answer_tokens=settings.answer_tokens,
-        meta={"eval": "humaneval", "split": split, "config_created": config["created"]},
+        meta={"eval": settings.benchmark, "split": split, "config_created": config["created"]},
     )
     outcome = await run_tasks(tasks, backend=backend, sandbox=sandbox, config=run_config, on_result=on_result,
                               on_event=on_event)

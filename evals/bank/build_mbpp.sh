@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# MBPP banks of one embedded model, one builder per core, resumable (issue "value heads"):
+#   test split (497 tasks after exclusions), N = 8   -> evals/bank/<model>-int8-mbpp/test
+#   train+validation (457 tasks), N = 4               -> evals/bank/<model>-int8-mbpp/train
+# Usage: evals/bank/build_mbpp.sh embedded|embedded-1.5b [test|train|both|test-reverse]
+# Each builder writes one file per task; rerunning continues where it stopped. Two builders on the same
+# split meet in the middle (`test-reverse` is the second one for the test split).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+model=${1:?embedded or embedded-1.5b}
+what=${2:-both}
+case "$model" in
+  embedded) name=qwen2.5-coder-0.5b-int8-mbpp ;;
+  embedded-1.5b) name=qwen2.5-coder-1.5b-int8-mbpp ;;
+  *) echo "unknown model $model: embedded or embedded-1.5b" >&2; exit 2 ;;
+esac
+VA=${VA:-.venv/bin/valueagent}
+root=evals/bank/$name
+common=(--model "$model" --quantize int8 --concurrency 2 --prefix-cache-mb 0)
+one() {  # core, split, samples, dir, extra...
+  local core=$1 split=$2 n=$3 dir=$4; shift 4
+  local resume=(); [ -f "$dir/bank.json" ] && resume=(--resume)
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c "$core" "$VA" bank build mbpp --split "$split" -n "$n" \
+      -o "$dir" "${common[@]}" "${resume[@]}" "$@"
+}
+rc=0
+case "$what" in
+  test) one 0 test 8 "$root/test" || rc=$? ;;
+  test-reverse) one 1 test 8 "$root/test" --reverse || rc=$? ;;
+  train) one 1 train+validation 4 "$root/train" || rc=$? ;;
+  both)
+    one 0 test 8 "$root/test" & a=$!
+    one 1 train+validation 4 "$root/train" & b=$!
+    wait $a || rc=$?
+    wait $b || rc=$? ;;
+  *) echo "unknown part $what: test, test-reverse, train or both" >&2; exit 2 ;;
+esac
+exit $rc
