@@ -156,6 +156,63 @@ def replay_cmd(
     typer.echo(render_text(result))
 
 
+def source_tasks(tasks_source: str) -> dict[str, Any]:
+    """The tasks a bank was sampled from, by id, from its manifest's ``tasks_source`` (``mbpp --split test``,
+    ``humaneval``, or a task file's path)."""
+    from valueagent.cli.agent_cmd import load_tasks
+
+    name, _, split = tasks_source.partition(" --split ")
+    return {t.task_id: t for t in load_tasks(name, split=split or "all", limit=None, task_ids=None)}
+
+
+@bank_app.command("encode")
+def encode_cmd(
+    bank_dir: Annotated[Path, typer.Argument(help="A bank directory made by `valueagent bank build`.")],
+    model: str | None = typer.Option(None, "--model", help="The bank's model (default: found from its manifest: "
+                                     "embedded, embedded-1.5b, or its model id)."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = typer.Option("bfloat16", "--dtype", help="Arithmetic of the pass (bfloat16 by default: "
+                                     "~2.2x faster than float32 for a prefill on this CPU; recorded)."),
+) -> None:
+    """Residual features of every sample (mean over its generated tokens, and its last token, at every layer)
+    from one teacher-forced pass per task; resumable, written to BANK/features/."""
+    from valueagent.agent.prompts import PromptConfig, task_messages
+    from valueagent.bank.encode import encode_bank
+    from valueagent.bank.store import BankError, load_bank, read_manifest
+    from valueagent.runtime import embedded
+
+    try:
+        man = read_manifest(bank_dir)
+        bank = load_bank(bank_dir)
+    except BankError as exc:
+        fail(str(exc))
+    if man.prefill != PromptConfig().prefill:
+        fail(f"{bank_dir} was sampled with prefill {man.prefill!r}, not the agent's: it cannot be re-encoded here")
+    tasks = source_tasks(man.tasks_source)
+    if missing := [r["task_id"] for r in bank if r["task_id"] not in tasks]:
+        fail(f"{bank_dir} holds tasks its source {man.tasks_source!r} does not (e.g. {missing[0]})")
+    spec = model or next((k for k, s in embedded.SOURCES.items() if s.model_id == man.model_id), man.model_id)
+    from valueagent.runtime.loading import load_model, render_chat
+
+    loaded = load_model(spec, device=device, dtype=dtype)
+    prefill = PromptConfig().prefill
+
+    def prompt_ids(task_id: str) -> list[int]:
+        messages = task_messages(tasks[task_id].public().to_dict(), PromptConfig())
+        text = render_chat(loaded.tokenizer, messages) + prefill
+        return list(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def report(p: dict[str, Any]) -> None:
+        typer.echo(f"encode {p['done']}/{p['total']} {p['last']} {p['tokens_per_s']} tok/s, {p['elapsed_s']} s",
+                   err=True)
+
+    try:
+        written, skipped = encode_bank(bank, loaded=loaded, prompt_ids=prompt_ids, on_task=report)
+    except BankError as exc:
+        fail(str(exc))
+    typer.echo(f"encoded {written} tasks of {bank_dir} ({skipped} already encoded)", err=True)
+
+
 @bank_app.command("compare")
 def compare_cmd(
     replays: Annotated[list[Path], typer.Argument(help="Two or more replay JSON files (`bank replay --output`), "
