@@ -82,7 +82,6 @@ def build(
     backend = load_backend_or_fail(model, axis, device, dtype, max_batch=(samples + 1) * concurrency,
                                    quantize=quantize, prefix_cache_mb=prefix_cache_mb)
     from valueagent.agent.prompts import PromptConfig
-
     from valueagent.benchmarks import BENCHMARKS
 
     tasks_source = (source if split == "all" else f"{source} --split {split}") if source in BENCHMARKS \
@@ -211,6 +210,44 @@ def encode_cmd(
     except BankError as exc:
         fail(str(exc))
     typer.echo(f"encoded {written} tasks of {bank_dir} ({skipped} already encoded)", err=True)
+
+
+@bank_app.command("heads")
+def heads_cmd(
+    fit_bank: Annotated[Path, typer.Argument(help="An encoded MBPP train+validation bank: fits, chooses heads.")],
+    test: Annotated[list[str], typer.Option("--test", help="LABEL=BANK, an encoded bank of never-fitted tasks to "
+                                             "score on (repeat: mbpp-test=..., humaneval=...).")],
+    output: Annotated[Path, typer.Option("--output", help="The result JSON; its .md and one PNG per test set "
+                                         "are written beside it.")],
+    export_axis: Annotated[Path | None, typer.Option(
+        "--export-axis", help="Also save the best single-layer linear head as an axis artifact (estimator "
+        "supervised-probe) for --axis FILE.")] = None,
+    seed: int = typer.Option(0, "--seed", help="Seed of the random control and the MLP."),
+) -> None:
+    """Train value heads on the model's own attempts (probes per layer on the mean and last-token residual,
+    a multi-layer probe, a small MLP, each also with log-prob), choose them on MBPP validation by within-task
+    AUROC, and score them once on every test bank beside log-prob, confidence, the value axis and random."""
+    from valueagent.bank.heads import run_heads
+    from valueagent.bank.heads_report import render, write_heads_report
+    from valueagent.bank.store import BankError, load_bank
+
+    tests: dict[str, Any] = {}
+    try:
+        fit = load_bank(fit_bank)
+        for item in test:
+            label, sep, path = item.partition("=")
+            if not sep or not label or not path:
+                fail(f"--test {item!r} must be LABEL=BANK, e.g. --test mbpp-test=evals/bank/.../test")
+            tests[label] = load_bank(Path(path))
+        doc, heads = run_heads(fit, tests, seed=seed, progress=lambda m: typer.echo(m, err=True))
+    except (BankError, ValueError) as exc:
+        fail(str(exc))
+    if export_axis is not None:
+        from valueagent.bank.heads import export_axis as export
+
+        doc["exported_axis"] = export(doc, heads, fit, export_axis)
+    write_heads_report(doc, output)
+    typer.echo(render(doc))
 
 
 @bank_app.command("compare")

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from valueagent.agent.state import Budgets
+from valueagent.benchmarks import benchmark
 from valueagent.eval.config import build_config, check_resume, read_config, write_config
 from valueagent.eval.records import RESULTS_FILE
 from valueagent.eval.report import write_run_outputs
-from valueagent.benchmarks import benchmark
 from valueagent.tasks import Task
 
 __all__ = ["EvalOutcome", "HumanEvalSettings", "fail_under", "gate_configs_for", "run_humaneval", "select_tasks"]
