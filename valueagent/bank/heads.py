@@ -399,15 +399,30 @@ def run_heads(fit_bank: Bank, tests: Mapping[str, Bank], *, seed: int = 0, n_boo
         "fit": {"train_tasks": len(train_ids), "validation_tasks": len(val_ids), "samples": len(full)},
         "chosen": [s.to_dict() for s in chosen], "sweep": sweep,
         "validation_baselines": {b: mean_within(s, val) for b, s in baseline_scores(val, seed).items()},
-        "tests": {},
+        "tests": {}, "scores": {},
     }
     for label, bank in tests.items():
         data = load_samples(bank)
         say(f"test {label}: {len(data)} samples of {len(bank)} tasks")
-        scores = {**baseline_scores(data, seed), **{name: h.score(data) for name, h in heads.items()}}
-        doc["tests"][label] = {"bank": str(bank.root), **judge(scores, data, n_boot=n_boot),
+        own = {name: h.score(data) for name, h in heads.items()}
+        doc["tests"][label] = {"bank": str(bank.root), **judge({**baseline_scores(data, seed), **own}, data,
+                                                               n_boot=n_boot),
                                "by_layer": layer_curves(full, data, sweep)}
+        doc["scores"][label] = scores_document(bank, data, own)
     return doc, heads
+
+
+def scores_document(bank: Bank, data: SampleSet, scores: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Each head's score of every sample of ``bank`` (``bank replay --scores``), tied to the bank's manifest."""
+    from valueagent.bank.encode import manifest_sha256
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for tid in dict.fromkeys(data.task_ids.tolist()):
+        m = np.flatnonzero(data.task_ids == tid)
+        m = m[np.argsort(data.index[m])]
+        out[tid] = {name: [round(float(x), 6) for x in s[m]] for name, s in scores.items()}
+    return {"bank": str(bank.root), "bank_sha256": manifest_sha256(bank.root), "heads": sorted(scores),
+            "scores": out}
 
 
 def export_axis(doc: Mapping[str, Any], heads: Mapping[str, Head], fit_bank: Bank, path: Any) -> dict[str, Any]:

@@ -72,9 +72,12 @@ def plot_layers(doc: Mapping[str, Any], label: str, path: Path) -> None:
 
 
 def write_heads_report(doc: Mapping[str, Any], output: Path) -> None:
-    """``output`` (JSON), ``output.md`` and one ``output-<label>.png`` per test set."""
+    """``output`` (JSON), ``output.md``, and per test set ``output-<label>.png`` and the per-sample scores
+    ``output-<label>-scores.json`` that ``bank replay --scores`` reads."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(doc, indent=1) + "\n")
+    for label, scores in doc["scores"].items():
+        output.with_name(f"{output.stem}-{label}-scores.json").write_text(json.dumps(scores) + "\n")
+    output.write_text(json.dumps({k: v for k, v in doc.items() if k != "scores"}, indent=1) + "\n")
     output.with_suffix(".md").write_text(render(doc))
     for label in doc["tests"]:
         plot_layers(doc, label, output.with_name(f"{output.stem}-{label}.png"))

@@ -40,7 +40,11 @@ class ReplayConfig:
     seed: int = 0  # the random control's seed
     risk: float = RISK
     calibration: tuple[str, ...] | None = None  # task ids; default: HumanEval's frozen split
+    calibration_bank: Bank | None = None  # another bank of the same model whose tasks all calibrate (MBPP train)
     policies: tuple[str, ...] | None = None  # default: all
+    scored: Mapping[str, Mapping[str, Sequence[float]]] = field(default_factory=dict)
+    """Signals scored outside the replay (value heads, ``bank heads``): task id -> signal -> one score per
+    sample. They rank (``<name>-rank``, ``-top1``) beside the fixed signals, paired with the same controls."""
 
 
 def split_ids(bank: Bank, calibration: Sequence[str] | None) -> tuple[set[str], set[str]]:
@@ -62,10 +66,25 @@ def split_ids(bank: Bank, calibration: Sequence[str] | None) -> tuple[set[str], 
     return calib, evaluation
 
 
-def _view(task: Mapping[str, Any], fns: Mapping[str, SignalFn], seed: int) -> P.TaskView:
+def _other_bank_calibrates(bank: Bank, other: Bank) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every task of ``other`` calibrates, every task of ``bank`` is evaluated: same model, disjoint tasks."""
+    a, b = bank.manifest, other.manifest
+    if (a.model_id, a.revision, a.quantization) != (b.model_id, b.revision, b.quantization):
+        raise BankError(f"--calibration-bank {other.root} was sampled from {b.model_id} ({b.quantization}), the "
+                        f"bank from {a.model_id} ({a.quantization}): calibrate on a bank of the same model")
+    if overlap := {t["task_id"] for t in bank} & {t["task_id"] for t in other}:
+        raise BankError(f"--calibration-bank {other.root} shares {len(overlap)} tasks with {bank.root} (e.g. "
+                        f"{sorted(overlap)[0]}): calibrate on tasks that are never evaluated")
+    return list(other.tasks), list(bank.tasks)
+
+
+def _view(task: Mapping[str, Any], fns: Mapping[str, SignalFn], seed: int,
+          scored: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> P.TaskView:
     samples = tuple(task["samples"])
     n_vis = int(task["visible_total"])
     scores = {name: np.asarray([fn(s) for s in samples], dtype=np.float64) for name, fn in fns.items()}
+    for name, values in ((scored or {}).get(task["task_id"]) or {}).items():
+        scores[name] = np.asarray(values, dtype=np.float64)
     scores["random"] = np.asarray([uniform_draw(seed, task["task_id"], i) for i in range(len(samples))])
     scores["order"] = -np.arange(len(samples), dtype=np.float64)
     return P.TaskView(
@@ -116,6 +135,7 @@ class Calibrated:
     fitted: dict[str, Logistic] = field(default_factory=dict)
     risk: float = RISK
     task_ids: tuple[str, ...] = ()
+    scored: set[str] = field(default_factory=set)  # names of the externally scored signals (rank and top-1 only)
 
 
 def calibrate(views: Sequence[P.TaskView], fns: dict[str, SignalFn], risk: float) -> Calibrated:
@@ -154,7 +174,7 @@ Policy = Callable[[P.TaskView], P.Outcome]
 def policy_table(cal: Calibrated, n: int, seed: int) -> dict[str, Policy]:
     """Every replayable policy by name (the live names where a live policy exists)."""
     table: dict[str, Policy] = {"single": P.single, "always-test": P.always_test, "oracle": P.oracle}
-    for sig in [x for x in RANK_SIGNALS if x in cal.signals]:
+    for sig in [x for x in RANK_SIGNALS if x in cal.signals] + sorted(cal.scored):
         table[f"{sig}-rank"] = partial(P.rank_then_test, signal=sig)
         table[f"{sig}-top1"] = partial(P.top1, signal=sig)
     for sig in cal.seq:
@@ -233,15 +253,32 @@ def signal_quality(views: Sequence[P.TaskView], signals: Sequence[str]) -> dict[
     return out
 
 
+def _check_scored(scored: Mapping[str, Mapping[str, Sequence[float]]], tasks: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The names of the externally scored signals; an error naming the fix when they do not cover every
+    evaluated sample, or shadow a built-in signal."""
+    if not scored:
+        return set()
+    names = {n for per in scored.values() for n in per}
+    if clash := names & {*RANK_SIGNALS, *FIXED, *FITTED}:
+        raise BankError(f"scored signals {sorted(clash)} shadow built-in ones: rename them")
+    for t in tasks:
+        per = scored.get(t["task_id"])
+        if per is None or set(per) != names or any(len(v) != len(t["samples"]) for v in per.values()):
+            raise BankError(f"the scores do not cover every sample of {t['task_id']} for {sorted(names)}: score "
+                            "this very bank (`valueagent bank heads ... --test LABEL=BANK`)")
+    return names
+
+
 def policy_names() -> tuple[str, ...]:
     """Every policy a replay can score (those of a fitted signal only when its fit succeeds)."""
     return ("single", "always-test", "oracle", *(f"{s}-{a}" for s in RANK_SIGNALS for a in ("rank", "top1")),
             *(f"{s}-seq" for s in SEQ_SIGNALS), *(f"{s}-stop" for s in STOP_SIGNALS), "random-stop", "order-test")
 
 
-def check_policies(names: Sequence[str]) -> None:
-    if unknown := [p for p in names if p not in policy_names()]:
-        raise BankError(f"unknown replay policy {unknown}: choose from {', '.join(policy_names())}")
+def check_policies(names: Sequence[str], scored: Sequence[str] = ()) -> None:
+    known = (*policy_names(), *(f"{s}-{a}" for s in scored for a in ("rank", "top1")))
+    if unknown := [p for p in names if p not in known]:
+        raise BankError(f"unknown replay policy {unknown}: choose from {', '.join(known)}")
 
 
 def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
@@ -249,10 +286,14 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
     The result's ``gate_config`` is the document live search policies run with (``--gate-config``)."""
     start = time.perf_counter()
     if config.policies is not None:
-        check_policies(config.policies)
-    calib_ids, eval_ids = split_ids(bank, config.calibration)
-    calib_tasks = [t for t in bank if t["task_id"] in calib_ids]
-    eval_tasks = [t for t in bank if t["task_id"] in eval_ids]
+        check_policies(config.policies, sorted({n for per in config.scored.values() for n in per}))
+    if config.calibration_bank is not None:
+        calib_tasks, eval_tasks = _other_bank_calibrates(bank, config.calibration_bank)
+        calib_ids = {t["task_id"] for t in calib_tasks}
+    else:
+        calib_ids, eval_ids = split_ids(bank, config.calibration)
+        calib_tasks = [t for t in bank if t["task_id"] in calib_ids]
+        eval_tasks = [t for t in bank if t["task_id"] in eval_ids]
     try:
         fitted = fit_signals([s for t in calib_tasks for s in t["samples"][1:]])
         unfitted = None
@@ -261,9 +302,11 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
     fns: dict[str, SignalFn] = {**FIXED, **{name: model.signal() for name, model in fitted.items()}}
     cal_views = cross_fitted_views(calib_tasks, fns, fitted, config.seed) if fitted else \
         [_view(t, fns, config.seed) for t in calib_tasks]
-    views = [_view(t, fns, config.seed) for t in eval_tasks]
+    scored = _check_scored(config.scored, eval_tasks)
+    views = [_view(t, fns, config.seed, config.scored) for t in eval_tasks]
     n = bank.manifest.samples
     cal = calibrate(cal_views, fns, config.risk)
+    cal.scored = scored
     if unfitted is not None:
         cal.record["unfitted"] = {"signals": list(FITTED), "reason": unfitted}
     cal.fitted, cal.risk, cal.task_ids = fitted, config.risk, tuple(sorted(calib_ids))
@@ -280,7 +323,7 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
         "manifest": bank.manifest.to_dict(),
         "split": {"calibration": len(calib_tasks), "eval": len(eval_tasks)},
         "calibration": cal.record,
-        "signals": signal_quality(views, [s for s in RANK_SIGNALS if s in cal.signals]),
+        "signals": signal_quality(views, [s for s in RANK_SIGNALS if s in cal.signals] + sorted(scored)),
         "policies": {name: _summ(outs) for name, outs in results.items()},
         "paired": {name: _paired(name, results) for name in results if name not in ("oracle",)},
         "frontier": frontier,

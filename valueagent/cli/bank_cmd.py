@@ -121,6 +121,12 @@ def replay_cmd(
         "for `valueagent run|eval --gate-config FILE`.")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Also write the JSON result (and a frontier PNG "
                                                 "and a Markdown table beside it) here; never inside the bank.")] = None,
+    calibration_bank: Annotated[Path | None, typer.Option(
+        "--calibration-bank", help="Calibrate on every task of this other bank of the same model (e.g. MBPP "
+        "train+validation) and evaluate every task of BANK_DIR.")] = None,
+    scores: Annotated[list[Path] | None, typer.Option(
+        "--scores", help="Per-sample scores of this bank written by `bank heads` (LABEL-scores.json): each head "
+        "ranks beside the built-in signals.")] = None,
 ) -> None:
     """Score whole-answer policies (rank, sequential gate, early stop, best of N by each signal, sample order,
     random, oracle) from a bank, paired, with intervals; thresholds and fitted signals from calibration tasks."""
@@ -134,10 +140,16 @@ def replay_cmd(
     if output is not None and output.resolve().is_relative_to(bank_dir.resolve()):
         fail(f"--output {output} lies inside the bank {bank_dir}: a replay never writes to a bank; choose a "
              "path outside it")
+    if calibration_bank is not None and calib is not None:
+        fail("--calibration-bank and --calibration-ids both choose the calibration tasks: give one")
     try:
+        bank = load_bank(bank_dir)
+        scored = read_scores(scores or [], bank)
         if names is not None:
-            check_policies(names)
-        result = replay(load_bank(bank_dir), ReplayConfig(seed=seed, risk=risk, calibration=calib, policies=names))
+            check_policies(names, sorted({n for per in scored.values() for n in per}))
+        other = load_bank(calibration_bank) if calibration_bank is not None else None
+        result = replay(bank, ReplayConfig(seed=seed, risk=risk, calibration=calib, policies=names, scored=scored,
+                                           calibration_bank=other))
     except BankError as exc:
         fail(str(exc))
     if gate_config_out is not None:
@@ -210,6 +222,26 @@ def encode_cmd(
     except BankError as exc:
         fail(str(exc))
     typer.echo(f"encoded {written} tasks of {bank_dir} ({skipped} already encoded)", err=True)
+
+
+def read_scores(paths: list[Path], bank: Any) -> dict[str, dict[str, list[float]]]:
+    """Merge ``bank heads`` score files of ``bank`` (refused when written for another bank)."""
+    from valueagent.bank.encode import manifest_sha256
+    from valueagent.bank.store import BankError
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for path in paths:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise BankError(f"--scores {path} is not a scores JSON ({exc.__class__.__name__}): write it with "
+                            "`valueagent bank heads`") from None
+        if doc.get("bank_sha256") != manifest_sha256(bank.root):
+            raise BankError(f"--scores {path} scores another bank than {bank.root}: pass the file `bank heads` "
+                            "wrote for this bank")
+        for tid, per in doc["scores"].items():
+            out.setdefault(tid, {}).update(per)
+    return out
 
 
 @bank_app.command("heads")
