@@ -1,5 +1,5 @@
 """A user outside the repository: the wheel, installed into a fresh virtualenv, runs `axis eval`, `run` and
-`eval humaneval` from another folder, on a tiny local model saved with its axis (slow: builds a wheel).
+`eval humaneval` and `eval mbpp` from another folder, on a tiny local model saved with its axis (slow: builds a wheel).
 
 The fresh environment sees this environment's packages (torch and the rest) through a ``.pth`` line, so
 nothing is downloaded; its ``.pth`` files are not run, so the repository's editable install stays out.
@@ -118,4 +118,13 @@ def test_axis_eval_run_and_eval_from_another_folder(installed: dict[str, Path], 
               "--n-boot", "100", "--output-dir", "ev", cwd=outside, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (outside / "ev" / "samples" / "value.jsonl").is_file() and (outside / "ev" / "report.md").is_file()
+    assert small[:2] == ["--limit", "1"]
+    res = _sh(va, "eval", "mbpp", "--split", "test", "--limit", "2", "--policies", "single", *model,
+              *small[2:], "--n-boot", "100", "--output-dir", "mb",
+              cwd=outside, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    config = json.loads((outside / "mb" / "config.json").read_text())
+    assert config["benchmark"]["benchmark"] == "mbpp" and config["dataset"]["n_tasks"] == 2
+    lines = [json.loads(x) for x in (outside / "mb" / "samples" / "single.jsonl").read_text().splitlines()]
+    assert [x["task_id"] for x in lines] == ["Mbpp/11", "Mbpp/12"] and all("solution" in x for x in lines)
     assert not (outside / "tasks").exists() and not (outside / "evals").exists()
