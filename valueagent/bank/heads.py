@@ -357,6 +357,10 @@ def fit_split(bank: Bank) -> tuple[list[str], list[str]]:
     if not all(t.startswith(TASK_PREFIX) for t in ids):
         raise ValueError(f"the fit bank {bank.root} must hold MBPP train/validation tasks (its split chooses the "
                          "heads); build one with `valueagent bank build mbpp --split train+validation`")
+    if scored := [t for t in ids if split_of(t) not in ("train", "validation")]:
+        raise ValueError(f"the fit bank {bank.root} holds MBPP {split_of(scored[0])} tasks (e.g. {scored[0]}): heads "
+                         "are fitted on train and validation only; build one with `valueagent bank build mbpp "
+                         "--split train+validation`")
     train = [t for t in ids if split_of(t) == "train"]
     val = [t for t in ids if split_of(t) == "validation"]
     if not train or not val:

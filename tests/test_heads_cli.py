@@ -1,0 +1,99 @@
+"""`bank encode` -> `bank heads` -> `bank replay --scores` end to end on real (tiny random Qwen3) residuals: the
+commands run, the best linear head exports as an axis the runtime loads, and replay pairs each head with
+its controls. The banks are small and their labels random: this checks the plumbing, not a finding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from valueagent.bank.encode import encode_bank
+from valueagent.bank.store import BankManifest, load_bank, write_manifest, write_task
+from valueagent.cli.main import app
+from valueagent.signals import pack_vector
+
+from .conftest import build_tiny_qwen3
+
+runner = CliRunner()
+
+
+def _write_bank(root: Path, ids: list[str], n: int, rng: np.random.Generator) -> None:
+    manifest = BankManifest(model_id="tiny", revision="r1", weights="w", dtype="float32", quantization="int8",
+                            axis=None, axis_layer=None, axis_sha256=None, samples=n, temperature=0.8, top_p=0.95,
+                            seed=0, seed_rule="r", max_new_tokens=8, prefill="", stop=(), top_k=5,
+                            tasks_source="t")
+    write_manifest(root, manifest)
+
+    def sample() -> dict[str, Any]:
+        k = int(rng.integers(3, 12))
+        return {"token_ids": rng.integers(5, 500, k).tolist(), "values": rng.normal(0, 0.1, k).round(4).tolist(),
+                "logprobs": (-rng.random(k)).round(4).tolist(), "entropies": rng.random(k).round(4).tolist(),
+                "top_logprobs": (-rng.random((k, 5))).round(3).tolist(), "finish_reason": "eos",
+                "hidden_mean": pack_vector(rng.normal(0, 1, 64).tolist()), "visible": [bool(rng.random() < 0.5)],
+                "hidden_passed": bool(rng.random() < 0.5)}
+
+    for tid in ids:
+        write_task(root, {"task_id": tid, "visible_total": 1, "prompt_tokens": 6,
+                          "samples": [sample() for _ in range(n + 1)]})
+
+
+@pytest.fixture
+def banks(tmp_path: Path, tiny_tokenizer: Any) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    fit, test = tmp_path / "fit", tmp_path / "test"
+    _write_bank(fit, [f"Mbpp/{i}" for i in (*range(511, 526), *range(601, 646))], 4, rng)
+    _write_bank(test, [f"Mbpp/{i}" for i in range(11, 51)], 8, rng)
+    loaded = SimpleNamespace(model_id="tiny", revision="r1", model=build_tiny_qwen3(num_layers=3),
+                             tokenizer=tiny_tokenizer, weights="w")
+    for root in (fit, test):
+        encode_bank(load_bank(root), loaded=loaded, prompt_ids=lambda _: [3, 9, 27, 81, 2, 6])
+    return {"fit": fit, "test": test, "tmp": tmp_path}
+
+
+def test_heads_export_an_axis_and_replay_pairs_them_with_controls(banks: dict[str, Path]) -> None:
+    from valueagent.runtime.artifact import load_axis
+
+    out, axis = banks["tmp"] / "heads" / "heads.json", banks["tmp"] / "head.safetensors"
+    res = runner.invoke(app, ["bank", "heads", str(banks["fit"]), "--test", f"mbpp-test={banks['test']}",
+                              "--output", str(out), "--export-axis", str(axis)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["fit"] == {"train_tasks": 45, "validation_tasks": 15, "samples": 300}
+    signals = doc["tests"]["mbpp-test"]["signals"]
+    assert {"logprob", "random", "confidence"} <= set(signals) and len(doc["chosen"]) == 12
+    for c in doc["chosen"]:
+        row = signals[c["name"]]
+        assert 0 <= row["within_task_auroc"] <= 1 and "within_ci" in row["vs_reference"]
+    assert (out.with_name("heads-mbpp-test.png")).is_file() and out.with_suffix(".md").is_file()
+    loaded = load_axis(axis)
+    assert loaded.estimator == "supervised-probe" and loaded.hidden_size == 64 and loaded.num_layers == 3
+    assert loaded.layer == doc["exported_axis"]["layer"]
+    scores = out.with_name("heads-mbpp-test-scores.json")
+    res = runner.invoke(app, ["bank", "replay", str(banks["test"]), "--calibration-bank", str(banks["fit"]),
+                              "--scores", str(scores), "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output)
+    head = doc["chosen"][0]["name"]
+    assert rep["split"] == {"calibration": 60, "eval": 40}
+    assert {"random-rank", "logprob-rank"} <= set(rep["paired"][f"{head}-rank"])
+    assert f"{head}-top1" in rep["policies"] and head in rep["signals"]
+
+
+def test_scores_of_another_bank_and_a_scored_test_task_are_refused(banks: dict[str, Path]) -> None:
+    out = banks["tmp"] / "h.json"
+    res = runner.invoke(app, ["bank", "heads", str(banks["fit"]), "--test", f"self={banks['fit']}",
+                              "--output", str(out)])
+    assert res.exit_code == 2 and "tasks the heads are fitted on" in res.output
+    res = runner.invoke(app, ["bank", "heads", str(banks["fit"]), "--test", f"t={banks['test']}", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["bank", "replay", str(banks["fit"]), "--calibration-bank", str(banks["test"]),
+                              "--scores", str(banks["tmp"] / "h-t-scores.json")])
+    assert res.exit_code == 2 and "scores another bank" in res.output
+    res = runner.invoke(app, ["bank", "heads", str(banks["test"]), "--test", f"t={banks['fit']}", "--output", str(out)])
+    assert res.exit_code == 2 and "holds MBPP test tasks (e.g. Mbpp/11)" in res.output
