@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from valueagent.benchmarks import benchmark_of
 from valueagent.eval.config import RESUME_KEYS, read_config, write_config
 from valueagent.eval.records import RESULTS_FILE
-from valueagent.tasks import dataset_hash, humaneval_split, load_humaneval
+from valueagent.tasks import dataset_hash
 
 __all__ = ["MergeError", "merge_runs"]
 
@@ -95,8 +96,9 @@ def merge_runs(shards: Sequence[Path], out: Path, *, overwrite: bool = False, re
                                  "disjoint --task-ids")
             seen[pair] = path
             records.append(raw)
-    humaneval = load_humaneval()
-    order = {t.task_id: i for i, t in enumerate(humaneval)}
+    bench = benchmark_of(t for t, _ in seen)
+    known = bench.tasks("all") if bench is not None else ()
+    order = {t.task_id: i for i, t in enumerate(known)}
     task_ids = sorted({t for t, _ in seen}, key=lambda t: (order.get(t, len(order)), t))
     config = json.loads(json.dumps(first))
     config["merged_from"] = [{"dir": str(path), "created": c.get("created"), "command": c.get("command"),
@@ -104,10 +106,10 @@ def merge_runs(shards: Sequence[Path], out: Path, *, overwrite: bool = False, re
                               "task_ids": c.get("dataset", {}).get("task_ids")} for path, c, lines in read]
     policies = sorted({p for _, p in seen}, key=lambda p: [*first["settings"]["policies"], p].index(p))
     config["settings"] = {**first["settings"], "policies": policies, "task_ids": task_ids}
-    if all(t in order for t in task_ids):  # HumanEval's own tasks: the hash humaneval_tasks_of checks
-        tasks = tuple(t for t in humaneval if t.task_id in set(task_ids))
-        split = next((name for name in ("eval", "calibration", "all")
-                      if {t.task_id for t in humaneval_split(name)} == set(task_ids)), None)
+    if bench is not None and all(t in order for t in task_ids):  # a benchmark's own tasks: the hash it checks
+        tasks = tuple(t for t in known if t.task_id in set(task_ids))
+        split = next((name for name in bench.splits if {t.task_id for t in bench.tasks(name)} == set(task_ids)),
+                     None)
         config["dataset"] = {**first.get("dataset", {}), "n_tasks": len(tasks), "hash": dataset_hash(tasks),
                              "task_ids": task_ids, **({"split": split} if split else {})}
     errors: dict[str, str] = {}
