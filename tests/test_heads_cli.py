@@ -75,14 +75,17 @@ def test_heads_export_an_axis_and_replay_pairs_them_with_controls(banks: dict[st
     assert loaded.estimator == "supervised-probe" and loaded.hidden_size == 64 and loaded.num_layers == 3
     assert loaded.layer == doc["exported_axis"]["layer"]
     scores = out.with_name("heads-mbpp-test-scores.json")
+    oof = out.with_name("heads-fit-oof-scores.json")
+    assert json.loads(oof.read_text())["cross_fitted_folds"] == 5
     res = runner.invoke(app, ["bank", "replay", str(banks["test"]), "--calibration-bank", str(banks["fit"]),
-                              "--scores", str(scores), "--json"])
+                              "--scores", str(scores), "--scores", str(oof), "--json"])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.output)
     head = doc["chosen"][0]["name"]
     assert rep["split"] == {"calibration": 60, "eval": 40}
     assert {"random-rank", "logprob-rank"} <= set(rep["paired"][f"{head}-rank"])
     assert f"{head}-top1" in rep["policies"] and head in rep["signals"]
+    assert {"random-seq", "logprob-seq"} <= set(rep["paired"][f"{head}-seq"])  # thresholds from out-of-fold scores
 
 
 def test_scores_of_another_bank_and_a_scored_test_task_are_refused(banks: dict[str, Path]) -> None:
@@ -92,8 +95,11 @@ def test_scores_of_another_bank_and_a_scored_test_task_are_refused(banks: dict[s
     assert res.exit_code == 2 and "tasks the heads are fitted on" in res.output
     res = runner.invoke(app, ["bank", "heads", str(banks["fit"]), "--test", f"t={banks['test']}", "--output", str(out)])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["bank", "replay", str(banks["fit"]), "--calibration-bank", str(banks["test"]),
-                              "--scores", str(banks["tmp"] / "h-t-scores.json")])
+    elsewhere = banks["tmp"] / "elsewhere-scores.json"
+    doc = json.loads((banks["tmp"] / "h-t-scores.json").read_text())
+    elsewhere.write_text(json.dumps({**doc, "bank_sha256": "0" * 64}))
+    res = runner.invoke(app, ["bank", "replay", str(banks["test"]), "--calibration-bank", str(banks["fit"]),
+                              "--scores", str(elsewhere)])
     assert res.exit_code == 2 and "scores another bank" in res.output
     res = runner.invoke(app, ["bank", "heads", str(banks["test"]), "--test", f"t={banks['fit']}", "--output", str(out)])
     assert res.exit_code == 2 and "holds MBPP test tasks (e.g. Mbpp/11)" in res.output

@@ -397,13 +397,15 @@ def run_heads(fit_bank: Bank, tests: Mapping[str, Bank], *, seed: int = 0, n_boo
     chosen, sweep = choose_heads(train, val)
     say("chosen on validation: " + ", ".join(s.name for s in chosen))
     heads = {s.name: fit_head(s, full, seed=seed) for s in chosen}
+    say("out-of-fold scores of the fit bank (for sequential thresholds in `bank replay --calibration-bank`)")
+    oof = cross_fitted_scores(chosen, full, seed=seed)
     doc: dict[str, Any] = {
         "fit_bank": str(fit_bank.root), "model_id": fit_bank.manifest.model_id,
         "revision": fit_bank.manifest.revision, "quantization": fit_bank.manifest.quantization,
         "fit": {"train_tasks": len(train_ids), "validation_tasks": len(val_ids), "samples": len(full)},
         "chosen": [s.to_dict() for s in chosen], "sweep": sweep,
         "validation_baselines": {b: mean_within(s, val) for b, s in baseline_scores(val, seed).items()},
-        "tests": {}, "scores": {},
+        "tests": {}, "scores": {FIT_SCORES: {**scores_document(fit_bank, full, oof), "cross_fitted_folds": FOLDS}},
     }
     for label, bank in tests.items():
         data = load_samples(bank)
@@ -414,6 +416,24 @@ def run_heads(fit_bank: Bank, tests: Mapping[str, Bank], *, seed: int = 0, n_boo
                                "by_layer": layer_curves(full, data, sweep)}
         doc["scores"][label] = scores_document(bank, data, own)
     return doc, heads
+
+
+FOLDS = 5
+FIT_SCORES = "fit-oof"
+
+
+def cross_fitted_scores(specs: Sequence[HeadSpec], data: SampleSet, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """Each spec's score of every sample from a fit that never saw that sample's task (5 folds by task)."""
+    import hashlib
+
+    fold = np.asarray([int(hashlib.sha256(f"{seed}:{t}".encode()).hexdigest()[:8], 16) % FOLDS
+                       for t in data.task_ids])
+    out = {s.name: np.zeros(len(data)) for s in specs}
+    for k in range(FOLDS):
+        held = fold == k
+        for spec in specs:
+            out[spec.name][held] = fit_head(spec, data.where(~held), seed=seed).score(data.where(held))
+    return out
 
 
 def scores_document(bank: Bank, data: SampleSet, scores: Mapping[str, np.ndarray]) -> dict[str, Any]:

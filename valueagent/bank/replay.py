@@ -66,6 +66,20 @@ def split_ids(bank: Bank, calibration: Sequence[str] | None) -> tuple[set[str], 
     return calib, evaluation
 
 
+def _with_scored(views: Sequence[P.TaskView], scored: Mapping[str, Mapping[str, Sequence[float]]],
+                 names: set[str]) -> list[P.TaskView]:
+    """Calibration views with the externally scored signals they have scores for (``bank heads`` writes
+    out-of-fold scores of its fit bank, so a head's sequential thresholds never trust its own fit)."""
+    from dataclasses import replace
+
+    out = []
+    for v in views:
+        extra = {k: np.asarray(x, dtype=np.float64) for k, x in (scored.get(v.task_id) or {}).items()
+                 if k in names and len(x) == v.n + 1}
+        out.append(replace(v, scores={**v.scores, **extra}) if extra else v)
+    return out
+
+
 def _other_bank_calibrates(bank: Bank, other: Bank) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every task of ``other`` calibrates, every task of ``bank`` is evaluated: same model, disjoint tasks."""
     a, b = bank.manifest, other.manifest
@@ -138,12 +152,15 @@ class Calibrated:
     scored: set[str] = field(default_factory=set)  # names of the externally scored signals (rank and top-1 only)
 
 
-def calibrate(views: Sequence[P.TaskView], fns: dict[str, SignalFn], risk: float) -> Calibrated:
+def calibrate(views: Sequence[P.TaskView], fns: dict[str, SignalFn], risk: float,
+              extra_seq: Sequence[str] = ()) -> Calibrated:
+    """Every rule's threshold on calibration views. ``extra_seq``: externally scored signals that also get a
+    sequential gate, when every calibration view has their (out-of-fold) scores."""
     fresh = [(v, i) for v in views for i in range(1, v.n + 1)]
-    known = set(views[0].scores) if views else set()
+    known = set.intersection(*(set(v.scores) for v in views)) if views else set()
     passed = np.asarray([bool(v.hidden[i]) for v, i in fresh])
     cal = Calibrated(fns=fns, signals=known)
-    for sig in [x for x in SEQ_SIGNALS if x in known]:
+    for sig in [x for x in (*SEQ_SIGNALS, *extra_seq) if x in known]:
         s = np.asarray([v.scores[sig][i] for v, i in fresh])
         hi = conformal_threshold(s, passed, risk, target="joint")
         lo = conformal_threshold(-s, ~passed, risk, target="joint")
@@ -303,9 +320,10 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
     cal_views = cross_fitted_views(calib_tasks, fns, fitted, config.seed) if fitted else \
         [_view(t, fns, config.seed) for t in calib_tasks]
     scored = _check_scored(config.scored, eval_tasks)
+    cal_views = _with_scored(cal_views, config.scored, scored)
     views = [_view(t, fns, config.seed, config.scored) for t in eval_tasks]
     n = bank.manifest.samples
-    cal = calibrate(cal_views, fns, config.risk)
+    cal = calibrate(cal_views, fns, config.risk, extra_seq=sorted(scored))
     cal.scored = scored
     if unfitted is not None:
         cal.record["unfitted"] = {"signals": list(FITTED), "reason": unfitted}

@@ -144,10 +144,10 @@ def replay_cmd(
         fail("--calibration-bank and --calibration-ids both choose the calibration tasks: give one")
     try:
         bank = load_bank(bank_dir)
-        scored = read_scores(scores or [], bank)
+        other = load_bank(calibration_bank) if calibration_bank is not None else None
+        scored = read_scores(scores or [], *([bank, other] if other is not None else [bank]))
         if names is not None:
             check_policies(names, sorted({n for per in scored.values() for n in per}))
-        other = load_bank(calibration_bank) if calibration_bank is not None else None
         result = replay(bank, ReplayConfig(seed=seed, risk=risk, calibration=calib, policies=names, scored=scored,
                                            calibration_bank=other))
     except BankError as exc:
@@ -224,8 +224,9 @@ def encode_cmd(
     typer.echo(f"encoded {written} tasks of {bank_dir} ({skipped} already encoded)", err=True)
 
 
-def read_scores(paths: list[Path], bank: Any) -> dict[str, dict[str, list[float]]]:
-    """Merge ``bank heads`` score files of ``bank`` (refused when written for another bank)."""
+def read_scores(paths: list[Path], *banks: Any) -> dict[str, dict[str, list[float]]]:
+    """Merge ``bank heads`` score files of ``banks`` (the replayed one and its calibration bank; a file
+    written for any other bank is refused)."""
     from valueagent.bank.encode import manifest_sha256
     from valueagent.bank.store import BankError
 
@@ -236,9 +237,9 @@ def read_scores(paths: list[Path], bank: Any) -> dict[str, dict[str, list[float]
         except (OSError, ValueError) as exc:
             raise BankError(f"--scores {path} is not a scores JSON ({exc.__class__.__name__}): write it with "
                             "`valueagent bank heads`") from None
-        if doc.get("bank_sha256") != manifest_sha256(bank.root):
-            raise BankError(f"--scores {path} scores another bank than {bank.root}: pass the file `bank heads` "
-                            "wrote for this bank")
+        if doc.get("bank_sha256") not in {manifest_sha256(b.root) for b in banks}:
+            raise BankError(f"--scores {path} scores another bank than {' or '.join(str(b.root) for b in banks)}: "
+                            "pass the files `bank heads` wrote for these banks")
         for tid, per in doc["scores"].items():
             out.setdefault(tid, {}).update(per)
     return out
