@@ -37,6 +37,16 @@ _EXPORTS: dict[str, str] = {
     "load_jsonl": "valueagent.tasks",
     "load_humaneval": "valueagent.tasks",
     "humaneval_split": "valueagent.tasks",
+    "load_mbpp": "valueagent.mbpp",
+    "mbpp_split": "valueagent.mbpp",
+    "BENCHMARKS": "valueagent.benchmarks",
+    # signals and policies of your own
+    "SignalSpec": "valueagent.signals",
+    "register_signal": "valueagent.signals",
+    "signal_spec": "valueagent.signals",
+    "PolicySpec": "valueagent.agent.policies",
+    "register_policy": "valueagent.agent.policies",
+    "search_policy": "valueagent.agent.search",
     "Sandbox": "valueagent.sandbox",
     "ExecResult": "valueagent.sandbox",
     # agent

@@ -12,7 +12,8 @@ import base64
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal
 
 import numpy as np
 
@@ -109,24 +110,81 @@ def confidence_tail(sample: Sample) -> float:
     return float(c[-2 * WINDOW:].mean()) if len(c) else 0.0
 
 
-FIXED: dict[str, SignalFn] = {
-    "value": _mean("values"),
-    "value-lowest": value_lowest,
-    "logprob": _mean("logprobs"),
-    "entropy": _mean("entropies", -1.0),
-    "confidence": confidence_lowest,
-    "confidence-tail": confidence_tail,
-}
-"""Signals that need no fitting: name -> score of one sample (higher = more likely correct)."""
-
-FITTED = ("probe", "value+logprob")
-CONTROLS = ("random", "order")
-SIGNALS = (*FIXED, *FITTED, *CONTROLS)
+SignalKind = Literal["fixed", "fitted", "index"]
 
 
-def check_signals(names: Sequence[str]) -> None:
-    if bad := [n for n in names if n not in SIGNALS]:
-        raise SignalError(f"unknown signal {bad}: choose from {', '.join(SIGNALS)}")
+@dataclass(frozen=True, kw_only=True)
+class SignalSpec:
+    """A signal, registered once by name and looked up by every consumer (replay, the live search policies,
+    heads' baselines). ``score`` maps one sample (the mapping a bank stores and a live generation gives:
+    ``token_ids``, ``values``, ``logprobs``, ``entropies``, ``top_logprobs``, ``hidden_mean``) to a float,
+    higher = more likely correct. ``kind``: ``fixed`` (needs nothing else), ``fitted`` (made from
+    calibration samples by :func:`fit_signals`; no ``score`` until fitted) or ``index`` (scores a sample by its
+    position: the ``random`` and ``order`` controls). ``needs_axis``: it reads the value axis."""
+
+    name: str
+    kind: SignalKind = "fixed"
+    score: SignalFn | None = None
+    needs_axis: bool = False
+    description: str = ""
+
+
+_SIGNALS: dict[str, SignalSpec] = {}
+_FIXED: dict[str, SignalFn] = {}
+FIXED: Mapping[str, SignalFn] = MappingProxyType(_FIXED)
+"""Every registered fixed signal by name: name -> score of one sample (a live view of the registry)."""
+
+
+def register_signal(spec: SignalSpec, *, replace: bool = False) -> SignalSpec:
+    """Add a signal; replay, the live search policies and the CLI then find it by name. Returns ``spec``."""
+    if not spec.name or any(c in spec.name for c in ", |") or spec.name.endswith(("-rank", "-top1", "-seq")):
+        raise SignalError(f"signal name {spec.name!r} must be non-empty, without commas, spaces or '|', and not "
+                          "end in an action (-rank, -top1, -seq)")
+    if spec.name in _SIGNALS and not replace and _SIGNALS[spec.name] != spec:
+        raise SignalError(f"signal {spec.name!r} is already registered; pass replace=True to redefine it")
+    if (spec.kind == "fixed") != (spec.score is not None):
+        raise SignalError(f"signal {spec.name!r}: a fixed signal needs a score function, other kinds have none")
+    _SIGNALS[spec.name] = spec
+    if spec.score is not None:
+        _FIXED[spec.name] = spec.score
+    else:
+        _FIXED.pop(spec.name, None)
+    return spec
+
+
+def signal_spec(name: str) -> SignalSpec:
+    """The registered signal ``name``; an error naming the known ones otherwise (never a silent default)."""
+    try:
+        return _SIGNALS[name]
+    except KeyError:
+        raise SignalError(f"unknown signal {name!r}: choose from {', '.join(_SIGNALS)} (a signal of your own: "
+                          "register_signal in a module passed with --plugin)") from None
+
+
+def signal_names(kind: SignalKind | None = None) -> tuple[str, ...]:
+    """Registered signal names (of one ``kind``), in registration order."""
+    return tuple(n for n, s in _SIGNALS.items() if kind is None or s.kind == kind)
+
+
+for _spec in (
+    SignalSpec(name="value", score=_mean("values"), needs_axis=True, description="mean value reading"),
+    SignalSpec(name="value-lowest", score=value_lowest, needs_axis=True,
+               description="lowest windowed value reading"),
+    SignalSpec(name="logprob", score=_mean("logprobs"), description="mean token log-probability"),
+    SignalSpec(name="entropy", score=_mean("entropies", -1.0), description="minus the mean token entropy"),
+    SignalSpec(name="confidence", score=confidence_lowest, description="DeepConf's lowest group confidence"),
+    SignalSpec(name="confidence-tail", score=confidence_tail, description="DeepConf's tail confidence"),
+    SignalSpec(name="probe", kind="fitted", needs_axis=True,
+               description="logistic regression on the axis layer's mean residual"),
+    SignalSpec(name="value+logprob", kind="fitted", needs_axis=True,
+               description="logistic regression on the mean value and log-prob"),
+    SignalSpec(name="random", kind="index", description="a reproducible random score (control)"),
+    SignalSpec(name="order", kind="index", description="sample order (control)"),
+):
+    register_signal(_spec)
+
+FITTED = signal_names("fitted")
+CONTROLS = signal_names("index")
 
 
 def uniform_draw(seed: int, task_id: str, index: int) -> float:
@@ -196,8 +254,3 @@ def fit_signals(calibration: Sequence[Sample]) -> dict[str, Logistic]:
     hundred samples). ``value+logprob``: logistic regression on the two mean readings."""
     return {"probe": fit_logistic("probe", calibration, c=0.05),
             "value+logprob": fit_logistic("value+logprob", calibration)}
-
-
-def score_table(samples: Sequence[Sample], fns: Mapping[str, SignalFn]) -> dict[str, np.ndarray]:
-    """Every signal's score of every sample: name -> (len(samples),)."""
-    return {name: np.asarray([fn(s) for s in samples], dtype=np.float64) for name, fn in fns.items()}

@@ -22,7 +22,7 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Signal = Literal["none", "value", "logprob", "value+logprob", "random"]
 TestsMode = Literal["never", "always", "gate"]
@@ -62,6 +62,10 @@ class GateConfig:
     search: Mapping[str, Any] = field(default_factory=dict)  # a search policy's fitted parameters (agent.search)
 
     def __post_init__(self) -> None:
+        if self.signal not in get_args(Signal):  # a plugin's gate on an unknown signal would never act
+            raise ValueError(f"gate signal {self.signal!r} is not one the segment gate reads: use "
+                             f"{', '.join(get_args(Signal))} (a new whole-answer signal: register_signal and a "
+                             "search policy on it)")
         if self.value_scale <= 0:
             raise ValueError(f"value_scale must be > 0, got {self.value_scale}")
         for key in ("backtrack", "accept"):
@@ -156,7 +160,9 @@ def scorer(config: GateConfig) -> Scorer:
             return w0 + wv * s.value_norm + wl * s.logprob
 
         return combined
-    return lambda s: None
+    if config.signal == "none":
+        return lambda s: None
+    raise ValueError(f"gate signal {config.signal!r} has no scorer")  # unreachable: __post_init__ refuses it
 
 
 def _final_threshold_gate(config: GateConfig) -> Callable[[float | None], tuple[Verdict, str]]:

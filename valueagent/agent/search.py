@@ -31,26 +31,29 @@ from valueagent.agent.prompts import completion_for, extract_code
 from valueagent.agent.settings import AgentSettings
 from valueagent.agent.state import AgentInput, AgentOutput, AgentState, Candidate, TestRun
 from valueagent.runtime.generation import AbortTrace, Generation, GenerationRequest, ValueBackend
-from valueagent.signals import FIXED, Logistic, SignalFn, trace_record, uniform_draw
+from valueagent.signals import Logistic, SignalFn, signal_spec, trace_record, uniform_draw
 
 Action = Literal["rank", "seq", "stop"]
-AXIS_SIGNALS = ("value", "value-lowest", "value+logprob", "probe")  # need the axis reading
-FITTED = ("probe", "value+logprob")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SearchSpec:
+    """A search policy's action and the registered signal (``valueagent.signals``) it acts on."""
+
     action: Action
     signal: str
     samples: int = 8
 
+    def __post_init__(self) -> None:
+        signal_spec(self.signal)  # an unknown signal is an error where it is named
+
     @property
     def needs_axis(self) -> bool:
-        return self.signal in AXIS_SIGNALS
+        return signal_spec(self.signal).needs_axis
 
     @property
     def needs_calibration(self) -> bool:
-        return self.action in ("seq", "stop") or self.signal in FITTED
+        return self.action in ("seq", "stop") or signal_spec(self.signal).kind == "fitted"
 
 
 class MissingCalibration(ValueError):
@@ -64,9 +67,10 @@ def _sample_dict(gen: Generation) -> dict[str, Any]:
 
 def signal_fn(name: str, fitted: Mapping[str, Any]) -> SignalFn | None:
     """The live score of a sample for signal ``name`` (None for ``random``/``order``, which score by index)."""
-    if name in FIXED:
-        return FIXED[name]
-    if name in FITTED:
+    spec = signal_spec(name)
+    if spec.score is not None:
+        return spec.score
+    if spec.kind == "fitted":
         params = fitted.get(name)
         if params is None:
             raise MissingCalibration(f"{name} is a fitted signal and the gate config has no `search.{name}`: "

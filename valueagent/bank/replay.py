@@ -21,12 +21,14 @@ from valueagent.signals import (
     SignalFn,
     fit_signals,
     running_window,
+    signal_names,
     uniform_draw,
 )
 from valueagent.stats import auroc, auroc_bootstrap, conformal_threshold, mcnemar_exact, paired_bootstrap_diff, wilson
 
 RANK_SIGNALS = ("value", "logprob", "confidence", "probe", "value+logprob", "entropy", "confidence-tail",
                 "value-lowest", "random", "order")
+"""The built-in signals that rank, in table order; signals registered by plugins follow (:func:`rank_signals`)."""
 SEQ_SIGNALS = ("value", "logprob", "confidence", "probe", "random")
 STOP_SIGNALS = ("value", "confidence")
 _NEVER = 1e9  # the lowest window of a sample too short to have one (it cannot be stopped)
@@ -191,7 +193,7 @@ Policy = Callable[[P.TaskView], P.Outcome]
 def policy_table(cal: Calibrated, n: int, seed: int) -> dict[str, Policy]:
     """Every replayable policy by name (the live names where a live policy exists)."""
     table: dict[str, Policy] = {"single": P.single, "always-test": P.always_test, "oracle": P.oracle}
-    for sig in [x for x in RANK_SIGNALS if x in cal.signals] + sorted(cal.scored):
+    for sig in [x for x in rank_signals() if x in cal.signals] + sorted(cal.scored):
         table[f"{sig}-rank"] = partial(P.rank_then_test, signal=sig)
         table[f"{sig}-top1"] = partial(P.top1, signal=sig)
     for sig in cal.seq:
@@ -276,7 +278,7 @@ def _check_scored(scored: Mapping[str, Mapping[str, Sequence[float]]], tasks: Se
     if not scored:
         return set()
     names = {n for per in scored.values() for n in per}
-    if clash := names & {*RANK_SIGNALS, *FIXED, *FITTED}:
+    if clash := names & set(signal_names()):
         raise BankError(f"scored signals {sorted(clash)} shadow built-in ones: rename them")
     for t in tasks:
         per = scored.get(t["task_id"])
@@ -286,9 +288,14 @@ def _check_scored(scored: Mapping[str, Mapping[str, Sequence[float]]], tasks: Se
     return names
 
 
+def rank_signals() -> tuple[str, ...]:
+    """Every registered signal a replay ranks by: the built-in ones, then those plugins registered."""
+    return (*RANK_SIGNALS, *(s for s in signal_names() if s not in RANK_SIGNALS))
+
+
 def policy_names() -> tuple[str, ...]:
     """Every policy a replay can score (those of a fitted signal only when its fit succeeds)."""
-    return ("single", "always-test", "oracle", *(f"{s}-{a}" for s in RANK_SIGNALS for a in ("rank", "top1")),
+    return ("single", "always-test", "oracle", *(f"{s}-{a}" for s in rank_signals() for a in ("rank", "top1")),
             *(f"{s}-seq" for s in SEQ_SIGNALS), *(f"{s}-stop" for s in STOP_SIGNALS), "random-stop", "order-test")
 
 
@@ -341,7 +348,7 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
         "manifest": bank.manifest.to_dict(),
         "split": {"calibration": len(calib_tasks), "eval": len(eval_tasks)},
         "calibration": cal.record,
-        "signals": signal_quality(views, [s for s in RANK_SIGNALS if s in cal.signals] + sorted(scored)),
+        "signals": signal_quality(views, [s for s in rank_signals() if s in cal.signals] + sorted(scored)),
         "policies": {name: _summ(outs) for name, outs in results.items()},
         "paired": {name: _paired(name, results) for name in results if name not in ("oracle",)},
         "frontier": frontier,
