@@ -154,8 +154,9 @@ def test_a_search_policy_without_its_calibration_is_refused_before_the_model_loa
     from valueagent.cli.main import app
 
     monkeypatch.setattr(agent_cmd, "load_backend_or_fail", lambda *a, **k: pytest.fail("the model was loaded"))
+    # The default calibration ships the search thresholds (test_gate_defaults); a variant without them refuses.
     res = CliRunner().invoke(app, ["run", "humaneval", "--split", "eval", "--limit", "1", "--policy", "value-seq",
-                                   "--output-dir", str(tmp_path / "r")])
+                                   "--gate-config", "with-repeats", "--output-dir", str(tmp_path / "r")])
     assert res.exit_code == 2, res.output
     lines = [x for x in res.output.splitlines() if x.strip()]
     assert len(lines) == 1 and "no search calibration for value-seq" in lines[0] and "--gate-config-out" in lines[0]
