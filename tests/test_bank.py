@@ -295,3 +295,33 @@ def test_the_committed_1_5b_bank_replays_to_the_readme_figures() -> None:
     assert round(124 * rows[("value-seq", "logprob-seq")]["delta"]) == 15  # +12.1 points
     assert rows[("value-seq", "logprob-seq")]["p"] < 0.05 < rows[("value-seq", "logprob-seq")]["p_holm"]
     assert round(124 * rows[("value-top1", "random-top1")]["delta"]) == 8  # +6.5 points
+
+
+def test_a_bank_of_ones_own_tasks_replays_what_needs_no_fitting() -> None:
+    """Issue 24 item 9: no calibration tasks -> every rank / top-1 of a fixed signal, always-test, order and
+    oracle are replayed; the fitted signals and thresholds are skipped, named, with how to get them."""
+    import numpy as np
+
+    from valueagent.bank.store import Bank, BankManifest
+
+    rng = np.random.default_rng(1)
+    manifest = BankManifest(model_id="m", revision=None, weights="w", dtype="float32", quantization=None, axis=None,
+                            axis_layer=None, axis_sha256=None, samples=4, temperature=0.8, top_p=0.95, seed=0,
+                            seed_rule="r", max_new_tokens=8, prefill="", stop=(), top_k=5, tasks_source="mine.jsonl")
+
+    def sample() -> dict[str, Any]:
+        n = 20
+        return {"token_ids": [1] * n, "values": rng.normal(0, 0.1, n).round(4).tolist(),
+                "logprobs": (-rng.random(n)).round(4).tolist(), "entropies": rng.random(n).round(4).tolist(),
+                "top_logprobs": (-rng.random((n, 5))).round(3).tolist(), "hidden_mean": None,
+                "visible": [bool(rng.random() < 0.5)], "hidden_passed": bool(rng.random() < 0.5)}
+
+    tasks = tuple({"task_id": f"mine/{i}", "visible_total": 1, "samples": [sample() for _ in range(5)]}
+                  for i in range(12))
+    out = replay(Bank(Path("."), manifest, tasks))
+    assert out["split"] == {"calibration": 0, "eval": 12}
+    assert {"single", "always-test", "oracle", "value-rank", "logprob-top1", "random-rank", "order-test"} <= set(
+        out["policies"])
+    assert not {"value-seq", "probe-rank", "value-stop", "random-stop"} & set(out["policies"])
+    skipped = out["calibration"]["skipped"]
+    assert "value-seq" in skipped["policies"] and "--calibration-bank" in skipped["reason"]

@@ -54,10 +54,7 @@ def split_ids(bank: Bank, calibration: Sequence[str] | None) -> tuple[set[str], 
     if calibration is None:
         from valueagent.tasks import humaneval_split
 
-        calib = {t.task_id for t in humaneval_split("calibration")} & set(ids)
-        if not calib:
-            raise BankError(f"{bank.root} holds no task of HumanEval's calibration split: pass --calibration-ids "
-                            "(task ids whose samples fit the probe and thresholds)")
+        calib = {t.task_id for t in humaneval_split("calibration")} & set(ids)  # none: replay what needs no fit
     else:
         calib = set(calibration)
         if unknown := calib - set(ids):
@@ -198,10 +195,11 @@ def policy_table(cal: Calibrated, n: int, seed: int) -> dict[str, Policy]:
         table[f"{sig}-top1"] = partial(P.top1, signal=sig)
     for sig in cal.seq:
         table[f"{sig}-seq"] = partial(P.sequential, signal=sig, th=cal.seq[sig])
-    for sig in STOP_SIGNALS:
+    for sig in cal.stop:
         table[f"{sig}-stop"] = partial(P.early_stop, stop=P.window_stop(P.STOP_TRACES[sig], cal.stop[sig]))
     # The control stops as often as value-stop did on calibration, at random tokens.
-    table["random-stop"] = partial(P.early_stop, stop=P.random_stop(cal.stop_rate.get("value", 0.0), seed))
+    if "value" in cal.stop_rate:
+        table["random-stop"] = partial(P.early_stop, stop=P.random_stop(cal.stop_rate["value"], seed))
     table["order-test"] = partial(P.early_stop, stop=P.no_stop)  # fresh samples tested in order
     return table
 
@@ -330,7 +328,17 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
     cal_views = _with_scored(cal_views, config.scored, scored)
     views = [_view(t, fns, config.seed, config.scored) for t in eval_tasks]
     n = bank.manifest.samples
-    cal = calibrate(cal_views, fns, config.risk, extra_seq=sorted(scored))
+    if cal_views:
+        cal = calibrate(cal_views, fns, config.risk, extra_seq=sorted(scored))
+    else:  # no calibration task: every policy that needs no fitting, and what was left out says so
+        cal = Calibrated(fns=fns, signals=set(views[0].scores) if views else set())
+        unfitted = ("no calibration tasks in this bank (none of HumanEval's calibration split): the fitted signals "
+                    f"({', '.join(FITTED)}) and every -seq / -stop threshold need them; pass --calibration-ids "
+                    "or --calibration-bank BANK (MBPP: a train+validation bank of the same model)")
+        cal.record["skipped"] = {"policies": sorted({*(f"{s}-seq" for s in SEQ_SIGNALS),
+                                                     *(f"{s}-stop" for s in STOP_SIGNALS), "random-stop",
+                                                     *(f"{s}-{a}" for s in FITTED for a in ("rank", "top1"))}),
+                                 "reason": unfitted}
     cal.scored = scored
     if unfitted is not None:
         cal.record["unfitted"] = {"signals": list(FITTED), "reason": unfitted}
