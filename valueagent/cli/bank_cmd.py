@@ -256,25 +256,40 @@ def heads_cmd(
         "--export-axis", help="Also save the best single-layer linear head as an axis artifact (estimator "
         "supervised-probe) for --axis FILE.")] = None,
     seed: int = typer.Option(0, "--seed", help="Seed of the random control and the MLP."),
+    encoded_only: bool = typer.Option(False, "--encoded-only", help="Use only the tasks encoded so far (banks still "
+                                      "being built or encoded); the result records how many of each bank it used."),
 ) -> None:
     """Train value heads on the model's own attempts (probes per layer on the mean and last-token residual,
     a multi-layer probe, a small MLP, each also with log-prob), choose them on MBPP validation by within-task
     AUROC, and score them once on every test bank beside log-prob, confidence, the value axis and random."""
+    from valueagent.bank.encode import features_path
     from valueagent.bank.heads import run_heads
     from valueagent.bank.heads_report import render, write_heads_report
     from valueagent.bank.store import BankError, load_bank
 
     tests: dict[str, Any] = {}
+    used: dict[str, list[int]] = {}
+
+    def loaded(path: Path, label: str) -> Any:
+        bank = load_bank(path)
+        if not encoded_only:
+            return bank
+        done = {r["task_id"] for r in bank if features_path(bank.root, r["task_id"]).is_file()}
+        used[label] = [len(done), len(bank)]
+        return bank.subset(done)
+
     try:
-        fit = load_bank(fit_bank)
+        fit = loaded(fit_bank, "fit")
         for item in test:
             label, sep, path = item.partition("=")
             if not sep or not label or not path:
                 fail(f"--test {item!r} must be LABEL=BANK, e.g. --test mbpp-test=evals/bank/.../test")
-            tests[label] = load_bank(Path(path))
+            tests[label] = loaded(Path(path), label)
         doc, heads = run_heads(fit, tests, seed=seed, progress=lambda m: typer.echo(m, err=True))
     except (BankError, ValueError) as exc:
         fail(str(exc))
+    if encoded_only:
+        doc["encoded_only"] = {k: {"tasks_used": a, "tasks_in_bank": b} for k, (a, b) in used.items()}
     if export_axis is not None:
         from valueagent.bank.heads import export_axis as export
 
