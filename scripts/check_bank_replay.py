@@ -1,6 +1,6 @@
 """Does a replay from a bank agree with a live run of the same policies on the same seeds?
 
-Usage: python scripts/check_bank_replay.py LIVE_RUN_DIR BANK_DIR [--gate-config FILE] [--out FILE]
+Usage: python scripts/check_bank_replay.py LIVE_RUN_DIR BANK_DIR [--out FILE]
 
 For every (task, policy) record of the live run (``valueagent run ... --policy value-rank ...`` on tasks the
 bank holds), compares its hidden verdict, generated tokens and visible-test runs with the replay of the same

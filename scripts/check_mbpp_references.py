@@ -28,7 +28,7 @@ OUT = Path(__file__).resolve().parents[1] / "valueagent" / "data" / "mbpp" / "ex
 
 def check(task: Task, sandbox: Sandbox) -> tuple[str, str | None, str | None]:
     code = task.canonical_solution or ""
-    verdict = sandbox.score_humaneval(task.prompt, completion_for(task.prompt, code, task.entry_point), task.test,
+    verdict = sandbox.score_humaneval(task.prompt, completion_for(code, task.entry_point), task.test,
                                       task.entry_point)
     hidden = None if verdict.status == "passed" else f"{verdict.status}: {verdict.detail}"[:300]
     cases = sandbox.run_cases(program_for(task.prompt, code, task.entry_point), task.public().visible_tests)

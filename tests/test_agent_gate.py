@@ -83,8 +83,8 @@ def test_extract_code_and_completion() -> None:
     assert extract_code("```python\ndef f(x):\n    return x", "f") == "def f(x):\n    return x\n"
     two = "```python\ndef helper():\n    pass\n```\n```python\ndef f(x):\n    return 1\n```"
     assert "def f" in extract_code(two, "f")
-    assert completion_for("def f(x):\n", "def f(x):\n    return 1\n", "f").startswith("\ndef f")
-    assert completion_for("def f(x):\n", "    return 1\n", "f") == "    return 1\n"
+    assert completion_for("def f(x):\n    return 1\n", "f").startswith("\ndef f")
+    assert completion_for("    return 1\n", "f") == "    return 1\n"
 
 
 def _samples(n: int, seed: int = 0) -> list[Sample]:

@@ -142,7 +142,7 @@ def make_finalize_node(settings: AgentSettings) -> Node:
         code = chosen["code"] if chosen is not None else ""
         return {
             "code": code,
-            "completion": completion_for(task["prompt"], code, task["entry_point"]) if code else "",
+            "completion": completion_for(code, task["entry_point"]) if code else "",
             "stop_reason": f"{state['decision']}: {reason}",
             "final_values": chosen["values"] if chosen is not None else [],
             "final_logprobs": chosen["logprobs"] if chosen is not None else [],

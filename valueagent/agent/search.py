@@ -157,7 +157,7 @@ def make_search_node(backend: ValueBackend, settings: AgentSettings, sandbox: Sa
         gen: Generation = out["gen"]
         return {
             "used": used, "trace": trace, "tests": tests, "candidates": candidates,
-            "code": out["code"], "completion": completion_for(task["prompt"], out["code"], task["entry_point"]),
+            "code": out["code"], "completion": completion_for(out["code"], task["entry_point"]),
             "stop_reason": f"accept: {reason}", "final_values": [round(v, 6) for v in gen.values],
             "final_logprobs": [round(v, 6) for v in gen.logprobs], "prompt_tokens": gen.prompt_tokens,
             "sampling_log": log,

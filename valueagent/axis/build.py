@@ -195,7 +195,7 @@ def build_axis(loaded: Any, cfg: BuildConfig) -> dict[str, Any]:
     oof = {"probe": probe.oof_scores} if probe is not None else None
     rep = layer_report(dirs, tokens, (acts["ctr_held_s"], acts["ctr_held_f"]), feats, oof=oof, n_random=cfg.n_random,
                        code=(acts["code_ok"], acts["code_bad"]))
-    _add_test_rows(rep, dirs, acts, cfg.n_random)
+    _add_test_rows(rep, dirs, acts)
     n_layers = len(tokens.layers) - 1
     chosen = choose(rep, exclude_layers=(0, n_layers))
     est, layer = chosen["estimator"], chosen["layer"]
@@ -236,8 +236,7 @@ def build_axis(loaded: Any, cfg: BuildConfig) -> dict[str, Any]:
     return {"summary": {"axis": str(out), "chosen": chosen, **summary}, "report": report}
 
 
-def _add_test_rows(rep: dict[str, Any], dirs: dict[str, np.ndarray], acts: dict[str, list[TextActs]],
-                   n_random: int) -> None:
+def _add_test_rows(rep: dict[str, Any], dirs: dict[str, np.ndarray], acts: dict[str, list[TextActs]]) -> None:
     """Code-pair win rate of every estimator at every layer: the test, shown per layer for the record and
     never used for the choice."""
     for name, rows in rep["per_layer"].items():

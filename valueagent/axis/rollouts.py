@@ -81,7 +81,7 @@ def _load_cache(path: Path) -> dict[tuple[str, int], Rollout]:
 
 def _score(sandbox: Any, task: Task, text: str) -> tuple[bool, str]:
     code = extract_code(text, task.entry_point)
-    result = sandbox.score_humaneval(task.prompt, completion_for(task.prompt, code, task.entry_point),
+    result = sandbox.score_humaneval(task.prompt, completion_for(code, task.entry_point),
                                      task.test, task.entry_point)
     return result.status == "passed", str(result.status)
 

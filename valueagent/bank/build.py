@@ -126,7 +126,7 @@ async def sample_task(backend: ValueBackend, sandbox: RunnerSandbox, task: Task,
         code = extract_code(prompt.prefill + gen.text, task.entry_point)
         if code not in verdicts:
             cases = await sandbox.arun_cases(program_for(task.prompt, code, task.entry_point), public.visible_tests)
-            passed, status = await score_hidden(sandbox, task, completion_for(task.prompt, code, task.entry_point))
+            passed, status = await score_hidden(sandbox, task, completion_for(code, task.entry_point))
             verdicts[code] = ([bool(c.passed) for c in cases], passed, status)
         visible, hidden, status = verdicts[code]
         samples.append({

@@ -139,7 +139,6 @@ def cross_fitted_views(tasks: Sequence[Mapping[str, Any]], fns: Mapping[str, Sig
 class Calibrated:
     """Everything fitted on calibration tasks: the fitted signals and every rule's threshold."""
 
-    fns: dict[str, SignalFn]
     seq: dict[str, P.SeqThresholds] = field(default_factory=dict)
     stop: dict[str, float] = field(default_factory=dict)
     stop_rate: dict[str, float] = field(default_factory=dict)
@@ -151,14 +150,13 @@ class Calibrated:
     scored: set[str] = field(default_factory=set)  # names of the externally scored signals (rank and top-1 only)
 
 
-def calibrate(views: Sequence[P.TaskView], fns: dict[str, SignalFn], risk: float,
-              extra_seq: Sequence[str] = ()) -> Calibrated:
+def calibrate(views: Sequence[P.TaskView], risk: float, extra_seq: Sequence[str] = ()) -> Calibrated:
     """Every rule's threshold on calibration views. ``extra_seq``: externally scored signals that also get a
     sequential gate, when every calibration view has their (out-of-fold) scores."""
     fresh = [(v, i) for v in views for i in range(1, v.n + 1)]
     known = set.intersection(*(set(v.scores) for v in views)) if views else set()
     passed = np.asarray([bool(v.hidden[i]) for v, i in fresh])
-    cal = Calibrated(fns=fns, signals=known)
+    cal = Calibrated(signals=known)
     for sig in [x for x in (*SEQ_SIGNALS, *extra_seq) if x in known]:
         s = np.asarray([v.scores[sig][i] for v, i in fresh])
         hi = conformal_threshold(s, passed, risk, target="joint")
@@ -187,7 +185,7 @@ def calibrate(views: Sequence[P.TaskView], fns: dict[str, SignalFn], risk: float
 Policy = Callable[[P.TaskView], P.Outcome]
 
 
-def policy_table(cal: Calibrated, n: int, seed: int) -> dict[str, Policy]:
+def policy_table(cal: Calibrated, seed: int) -> dict[str, Policy]:
     """Every replayable policy by name (the live names where a live policy exists)."""
     table: dict[str, Policy] = {"single": P.single, "always-test": P.always_test, "oracle": P.oracle}
     for sig in [x for x in rank_signals() if x in cal.signals] + sorted(cal.scored):
@@ -329,9 +327,9 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
     views = [_view(t, fns, config.seed, config.scored) for t in eval_tasks]
     n = bank.manifest.samples
     if cal_views:
-        cal = calibrate(cal_views, fns, config.risk, extra_seq=sorted(scored))
+        cal = calibrate(cal_views, config.risk, extra_seq=sorted(scored))
     else:  # no calibration task: every policy that needs no fitting, and what was left out says so
-        cal = Calibrated(fns=fns, signals=set(views[0].scores) if views else set())
+        cal = Calibrated(signals=set(views[0].scores) if views else set())
         unfitted = ("no calibration tasks in this bank (none of HumanEval's calibration split): the fitted signals "
                     f"({', '.join(FITTED)}) and every -seq / -stop threshold need them; pass --calibration-ids "
                     "or --calibration-bank BANK (MBPP: a train+validation bank of the same model)")
@@ -343,7 +341,7 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
     if unfitted is not None:
         cal.record["unfitted"] = {"signals": list(FITTED), "reason": unfitted}
     cal.fitted, cal.risk, cal.task_ids = fitted, config.risk, tuple(sorted(calib_ids))
-    table = policy_table(cal, n, config.seed)
+    table = policy_table(cal, config.seed)
     if config.policies is not None:
         if unknown := [p for p in config.policies if p not in table]:
             raise BankError(f"replay policy {unknown} needs a fitted signal that could not be fitted here: "

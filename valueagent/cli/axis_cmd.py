@@ -242,9 +242,10 @@ def score_cmd(
     model: str = MODEL_OPT,
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
-    as_json: bool = typer.Option(False, "--json", help="JSON lines (the default output is the same)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object {id, value, n_tokens} per line (default: "
+                                 "a tab-separated line per completion)."),
 ) -> None:
-    """Teacher-forced value of each completion: one JSON line {id, value, n_tokens} per input line."""
+    """Teacher-forced value of each completion, one line per input line (``--json``: JSON lines)."""
     from valueagent.axis.reading import read_completions
     from valueagent.runtime.artifact import AxisMismatchError
 
@@ -258,8 +259,11 @@ def score_cmd(
     except AxisMismatchError as exc:
         fail(str(exc))
     for row, rd in zip(rows, readings, strict=True):
-        typer.echo(json.dumps({"id": row["id"], "value": None if rd is None else rd.value,
-                               "n_tokens": 0 if rd is None else rd.n_tokens}))
+        value, n = (None, 0) if rd is None else (rd.value, rd.n_tokens)
+        if as_json:
+            typer.echo(json.dumps({"id": row["id"], "value": value, "n_tokens": n}))
+        else:
+            typer.echo(f"{row['id']}\t{'—' if value is None else f'{value:+.4f}'}\t{n} tokens")
 
 
 @axis_app.command("import")
