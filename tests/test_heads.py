@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from valueagent.bank.heads import HeadSpec, SampleSet, choose_heads, fit_head, judge, mean_within, within_task_auroc
+from valueagent.bank.head_protocol import choose_heads, judge, mean_within
+from valueagent.bank.heads import HeadSpec, SampleSet, fit_head, within_task_auroc
 
 
 def _planted(n_tasks: int, seed: int, *, layer: int = 3, n: int = 6, layers: int = 6, hidden: int = 16) -> SampleSet:
@@ -65,7 +66,7 @@ def test_a_centred_linear_head_ranks_like_its_direction() -> None:
 
 
 def test_heads_refuse_test_tasks_they_were_fitted_on(tmp_path: Path) -> None:
-    from valueagent.bank.heads import check_banks
+    from valueagent.bank.head_protocol import check_banks
     from valueagent.bank.store import Bank
 
     def bank(model: str, *ids: str) -> Bank:

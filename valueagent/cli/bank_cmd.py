@@ -263,7 +263,7 @@ def heads_cmd(
     a multi-layer probe, a small MLP, each also with log-prob), choose them on MBPP validation by within-task
     AUROC, and score them once on every test bank beside log-prob, confidence, the value axis and random."""
     from valueagent.bank.encode import features_path
-    from valueagent.bank.heads import run_heads
+    from valueagent.bank.head_protocol import run_heads
     from valueagent.bank.heads_report import render, write_heads_report
     from valueagent.bank.store import BankError, load_bank
 
@@ -291,7 +291,7 @@ def heads_cmd(
     if encoded_only:
         doc["encoded_only"] = {k: {"tasks_used": a, "tasks_in_bank": b} for k, (a, b) in used.items()}
     if export_axis is not None:
-        from valueagent.bank.heads import export_axis as export
+        from valueagent.bank.head_protocol import export_axis as export
 
         doc["exported_axis"] = export(doc, heads, fit, export_axis)
     write_heads_report(doc, output)
