@@ -86,6 +86,16 @@ def test_heads_export_an_axis_and_replay_pairs_them_with_controls(banks: dict[st
     assert {"random-rank", "logprob-rank"} <= set(rep["paired"][f"{head}-rank"])
     assert f"{head}-top1" in rep["policies"] and head in rep["signals"]
     assert {"random-seq", "logprob-seq"} <= set(rep["paired"][f"{head}-seq"])  # thresholds from out-of-fold scores
+    part = json.loads(scores.read_text())
+    part["scores"] = dict(list(part["scores"].items())[:25])  # as if only 25 tasks were encoded yet
+    scores.write_text(json.dumps(part))
+    res = runner.invoke(app, ["bank", "replay", str(banks["test"]), "--calibration-bank", str(banks["fit"]),
+                              "--scores", str(scores), "--scores", str(oof), "--json"])
+    assert res.exit_code == 2 and "do not cover every sample" in res.output
+    res = runner.invoke(app, ["bank", "replay", str(banks["test"]), "--calibration-bank", str(banks["fit"]),
+                              "--scores", str(scores), "--scores", str(oof), "--scored-only", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["split"] == {"calibration": 60, "eval": 25, "scored_only": True, "eval_in_bank": 40}
 
 
 def test_scores_of_another_bank_and_a_scored_test_task_are_refused(banks: dict[str, Path]) -> None:

@@ -23,7 +23,6 @@ if [ "${ENCODED_ONLY:-0}" != 1 ]; then
 fi
 "$VA" bank heads "$BANK/train" --test "mbpp-test=$BANK/test" --output "$OUT/heads.json" \
     --export-axis "$OUT/head-axis.safetensors" "${partial[@]}"
-if [ "${ENCODED_ONLY:-0}" != 1 ]; then
-    "$VA" bank replay "$BANK/test" --calibration-bank "$BANK/train" --scores "$OUT/heads-mbpp-test-scores.json" \
-        --scores "$OUT/heads-fit-oof-scores.json" --output "$OUT/replay.json"
-fi
+scored=(); [ "${ENCODED_ONLY:-0}" = 1 ] && scored=(--scored-only)
+"$VA" bank replay "$BANK/test" --calibration-bank "$BANK/train" --scores "$OUT/heads-mbpp-test-scores.json" \
+    --scores "$OUT/heads-fit-oof-scores.json" --output "$OUT/replay.json" "${scored[@]}"

@@ -47,6 +47,7 @@ class ReplayConfig:
     scored: Mapping[str, Mapping[str, Sequence[float]]] = field(default_factory=dict)
     """Signals scored outside the replay (value heads, ``bank heads``): task id -> signal -> one score per
     sample. They rank (``<name>-rank``, ``-top1``) beside the fixed signals, paired with the same controls."""
+    scored_only: bool = False  # replay only the tasks ``scored`` covers (an interim answer on a bank being encoded)
 
 
 def split_ids(bank: Bank, calibration: Sequence[str] | None) -> tuple[set[str], set[str]]:
@@ -314,6 +315,10 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
         calib_ids, eval_ids = split_ids(bank, config.calibration)
         calib_tasks = [t for t in bank if t["task_id"] in calib_ids]
         eval_tasks = [t for t in bank if t["task_id"] in eval_ids]
+    if config.scored_only:
+        eval_tasks = [t for t in eval_tasks if t["task_id"] in config.scored]
+        calib_tasks = [t for t in calib_tasks if t["task_id"] in config.scored]
+        calib_ids = {t["task_id"] for t in calib_tasks}
     try:
         fitted = fit_signals([s for t in calib_tasks for s in t["samples"][1:]])
         unfitted = None
@@ -352,7 +357,8 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
     out: dict[str, Any] = {
         "bank": str(bank.root),
         "manifest": bank.manifest.to_dict(),
-        "split": {"calibration": len(calib_tasks), "eval": len(eval_tasks)},
+        "split": {"calibration": len(calib_tasks), "eval": len(eval_tasks),
+                  **({"scored_only": True, "eval_in_bank": len(bank)} if config.scored_only else {})},
         "calibration": cal.record,
         "signals": signal_quality(views, [s for s in rank_signals() if s in cal.signals] + sorted(scored)),
         "policies": {name: _summ(outs) for name, outs in results.items()},

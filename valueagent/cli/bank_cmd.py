@@ -127,6 +127,8 @@ def replay_cmd(
     scores: Annotated[list[Path] | None, typer.Option(
         "--scores", help="Per-sample scores of this bank written by `bank heads` (LABEL-scores.json): each head "
         "ranks beside the built-in signals.")] = None,
+    scored_only: bool = typer.Option(False, "--scored-only", help="Replay only the tasks the --scores files cover "
+                                     "(an interim answer while a bank is still being built or encoded)."),
 ) -> None:
     """Score whole-answer policies (rank, sequential gate, early stop, best of N by each signal, sample order,
     random, oracle) from a bank, paired, with intervals; thresholds and fitted signals from calibration tasks."""
@@ -149,7 +151,7 @@ def replay_cmd(
         if names is not None:
             check_policies(names, sorted({n for per in scored.values() for n in per}))
         result = replay(bank, ReplayConfig(seed=seed, risk=risk, calibration=calib, policies=names, scored=scored,
-                                           calibration_bank=other))
+                                           calibration_bank=other, scored_only=scored_only))
     except BankError as exc:
         fail(str(exc))
     if gate_config_out is not None:
