@@ -426,3 +426,27 @@ def test_residual_norm_is_measured_by_the_worker_once_it_runs(tiny_model, tiny_t
         backend.close()
     assert norm == pytest.approx(alone, rel=1e-6)
     assert threads and set(threads) == {"valueagent-backend"}
+
+
+def test_backends_are_found_by_scheme_and_an_unknown_scheme_is_named() -> None:
+    """Issue 24 item 6: `load_backend` dispatches on the spec's scheme through a registry a package extends."""
+    from valueagent.runtime import backend as B
+
+    assert B.scheme_of("embedded") == B.scheme_of("Qwen/Qwen3-8B") == B.scheme_of("/models/q") == "local"
+    assert B.scheme_of("http://127.0.0.1:8000") == "http" and B.scheme_of("HTTPS://h:1") == "https"
+    with pytest.raises(ValueError, match=r"no backend serves grpc:// \(known: http, https, local\)"):
+        B.load_backend("grpc://host:1")
+    made: list[tuple[str, dict[str, object]]] = []
+
+    def loader(spec: str, **kw: object) -> object:
+        made.append((spec, kw))
+        return "a backend"
+
+    B.register_backend("echo", loader)
+    try:
+        assert B.load_backend("echo://x", axis=None, max_batch=3) == "a backend"
+        assert made[0][0] == "echo://x" and made[0][1]["max_batch"] == 3
+        with pytest.raises(ValueError, match="already registered"):
+            B.register_backend("echo", lambda spec, **kw: None)
+    finally:
+        B._SCHEMES.pop("echo")

@@ -93,7 +93,7 @@ def load_backend_or_fail(
 
     axis_arg = None if axis in (None, "none", "") else axis
     try:
-        backend = load_backend(model, axis=axis_arg, device=device, dtype=dtype, max_batch=max_batch,
+        backend: Any = load_backend(model, axis=axis_arg, device=device, dtype=dtype, max_batch=max_batch,
                                quantize=quantize, prefix_cache_mb=prefix_cache_mb)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         fail(str(exc))

@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,12 +32,10 @@ from valueagent.runtime.generation import (
     Scored,
     TokenCallback,
     TokenEvent,
+    ValueBackend,
 )
 from valueagent.runtime.hooks import AxisHook, attached
 from valueagent.runtime.layers import num_layers
-
-if TYPE_CHECKING:
-    from valueagent.runtime.http import HTTPBackend
 
 log = logging.getLogger(__name__)
 
@@ -481,6 +479,40 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+BackendLoader = Callable[..., ValueBackend]
+"""``loader(spec, *, axis, device, dtype, max_batch, quantize, prefix_cache_mb) -> ValueBackend``."""
+BACKEND_ENTRY_POINTS = "valueagent.backends"
+_SCHEMES: dict[str, BackendLoader] = {}
+
+
+def register_backend(scheme: str, loader: BackendLoader, *, replace: bool = False) -> None:
+    """Serve model specs ``<scheme>://...`` with ``loader`` (``local``: specs without a scheme). Packages may
+    register through the ``valueagent.backends`` entry point group (name = scheme, value = loader)."""
+    if scheme in _SCHEMES and not replace and _SCHEMES[scheme] is not loader:
+        raise ValueError(f"backend scheme {scheme!r} is already registered; pass replace=True to redefine it")
+    _SCHEMES[scheme] = loader
+
+
+def scheme_of(spec: str) -> str:
+    """``http`` for ``http://HOST:PORT``; ``local`` for an embedded name, a model id or a folder."""
+    head, sep, _ = spec.partition("://")
+    return head.lower() if sep and head.isalnum() else "local"
+
+
+def _loader(scheme: str, spec: str) -> BackendLoader:
+    if scheme not in _SCHEMES:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=BACKEND_ENTRY_POINTS, name=scheme):
+            register_backend(scheme, ep.load())
+    try:
+        return _SCHEMES[scheme]
+    except KeyError:
+        raise ValueError(f"--model {spec}: no backend serves {scheme}:// (known: {', '.join(sorted(_SCHEMES))}); "
+                         "give an embedded name, a model id or folder, or http://HOST:PORT, or install the package "
+                         f"that registers it (entry point group {BACKEND_ENTRY_POINTS})") from None
+
+
 def load_backend(
     model: str = "embedded",
     *,
@@ -490,20 +522,30 @@ def load_backend(
     max_batch: int = 8,
     quantize: str | None = None,
     prefix_cache_mb: int = 1024,
-) -> HFBackend | HTTPBackend:
-    """Load a model by spec and its value axis. ``axis``: ``"default"`` (the shipped axis for this
-    model, or none if there is none), a path to an axis artifact, or None for no axis. ``quantize``:
-    ``"int8"`` to decode through int8 linear layers on a CPU (see :func:`valueagent.runtime.loading.load_model`).
-    ``prefix_cache_mb``: see :class:`HFBackend`. A spec ``http://HOST:PORT`` (or https) connects to a
-    ``valueagent serve`` server instead (:class:`valueagent.runtime.http.HTTPBackend`; the server's model,
-    axis, dtype and prefix cache apply)."""
+) -> ValueBackend:
+    """Load a model by spec and its value axis, through the backend registered for the spec's scheme
+    (:func:`register_backend`): ``local`` (an embedded name, a model id or folder: :class:`HFBackend`) or
+    ``http``/``https`` (a ``valueagent serve`` server: :class:`valueagent.runtime.http.HTTPBackend`, whose
+    model, axis, dtype and prefix cache apply). ``axis``: ``"default"`` (the shipped axis for this model, or
+    none if there is none), a path to an axis artifact, or None. ``quantize``: ``"int8"`` to decode through int8
+    linear layers on a CPU (:func:`valueagent.runtime.loading.load_model`). ``prefix_cache_mb``: see
+    :class:`HFBackend`. An unknown scheme is an error naming the known ones."""
+    loader = _loader(scheme_of(model), model)
+    return loader(model, axis=axis, device=device, dtype=dtype, max_batch=max_batch, quantize=quantize,
+                  prefix_cache_mb=prefix_cache_mb)
+
+
+def _http_backend(model: str, *, axis: str | None, device: str | None, dtype: str | None, max_batch: int,
+                  quantize: str | None, prefix_cache_mb: int) -> ValueBackend:
+    from valueagent.runtime.http import connect_backend
+
+    return connect_backend(model, axis=axis, device=device, dtype=dtype, quantize=quantize)
+
+
+def _local_backend(model: str, *, axis: str | None, device: str | None, dtype: str | None, max_batch: int,
+                   quantize: str | None, prefix_cache_mb: int) -> HFBackend:
     from valueagent.runtime.artifact import load_axis, shipped_axis_path
     from valueagent.runtime.loading import load_model
-
-    if model.startswith(("http://", "https://")):
-        from valueagent.runtime.http import connect_backend
-
-        return connect_backend(model, axis=axis, device=device, dtype=dtype, quantize=quantize)
 
     loaded = load_model(model, device=device, dtype=dtype, quantize=quantize)
     axis_obj, axis_name = None, None
@@ -525,3 +567,8 @@ def load_backend(
         quantization=loaded.quantization,
         weights=loaded.weights,
     )
+
+
+register_backend("local", _local_backend)
+register_backend("http", _http_backend)
+register_backend("https", _http_backend)
