@@ -47,8 +47,8 @@ def _write_bank(root: Path, ids: list[str], n: int, rng: np.random.Generator) ->
 def banks(tmp_path: Path, tiny_tokenizer: Any) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     fit, test = tmp_path / "fit", tmp_path / "test"
-    _write_bank(fit, [f"Mbpp/{i}" for i in (*range(511, 526), *range(601, 646))], 4, rng)
-    _write_bank(test, [f"Mbpp/{i}" for i in range(11, 51)], 8, rng)
+    _write_bank(fit, [f"Mbpp/{i}" for i in (*range(511, 523), *range(601, 631))], 4, rng)
+    _write_bank(test, [f"Mbpp/{i}" for i in range(11, 41)], 8, rng)
     loaded = SimpleNamespace(model_id="tiny", revision="r1", model=build_tiny_qwen3(num_layers=3),
                              tokenizer=tiny_tokenizer, weights="w")
     for root in (fit, test):
@@ -61,10 +61,10 @@ def test_heads_export_an_axis_and_replay_pairs_them_with_controls(banks: dict[st
 
     out, axis = banks["tmp"] / "heads" / "heads.json", banks["tmp"] / "head.safetensors"
     res = runner.invoke(app, ["bank", "heads", str(banks["fit"]), "--test", f"mbpp-test={banks['test']}",
-                              "--output", str(out), "--export-axis", str(axis)])
+                              "--output", str(out), "--export-axis", str(axis), "--n-boot", "200"])
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
-    assert doc["fit"] == {"train_tasks": 45, "validation_tasks": 15, "samples": 300}
+    assert doc["fit"] == {"train_tasks": 30, "validation_tasks": 12, "samples": 210}
     signals = doc["tests"]["mbpp-test"]["signals"]
     assert {"logprob", "random", "confidence"} <= set(signals) and len(doc["chosen"]) == 12
     for c in doc["chosen"]:
@@ -82,7 +82,7 @@ def test_heads_export_an_axis_and_replay_pairs_them_with_controls(banks: dict[st
     assert res.exit_code == 0, res.output
     rep = json.loads(res.output)
     head = doc["chosen"][0]["name"]
-    assert rep["split"] == {"calibration": 60, "eval": 40}
+    assert rep["split"] == {"calibration": 42, "eval": 30}
     assert {"random-rank", "logprob-rank"} <= set(rep["paired"][f"{head}-rank"])
     assert f"{head}-top1" in rep["policies"] and head in rep["signals"]
     assert {"random-seq", "logprob-seq"} <= set(rep["paired"][f"{head}-seq"])  # thresholds from out-of-fold scores
@@ -95,7 +95,7 @@ def test_heads_export_an_axis_and_replay_pairs_them_with_controls(banks: dict[st
     res = runner.invoke(app, ["bank", "replay", str(banks["test"]), "--calibration-bank", str(banks["fit"]),
                               "--scores", str(scores), "--scores", str(oof), "--scored-only", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["split"] == {"calibration": 60, "eval": 25, "scored_only": True, "eval_in_bank": 40}
+    assert json.loads(res.output)["split"] == {"calibration": 42, "eval": 25, "scored_only": True, "eval_in_bank": 30}
 
 
 def test_scores_of_another_bank_and_a_scored_test_task_are_refused(banks: dict[str, Path]) -> None:
@@ -103,7 +103,8 @@ def test_scores_of_another_bank_and_a_scored_test_task_are_refused(banks: dict[s
     res = runner.invoke(app, ["bank", "heads", str(banks["fit"]), "--test", f"self={banks['fit']}",
                               "--output", str(out)])
     assert res.exit_code == 2 and "tasks the heads are fitted on" in res.output
-    res = runner.invoke(app, ["bank", "heads", str(banks["fit"]), "--test", f"t={banks['test']}", "--output", str(out)])
+    res = runner.invoke(app, ["bank", "heads", str(banks["fit"]), "--test", f"t={banks['test']}", "--output", str(out),
+                              "--n-boot", "200"])
     assert res.exit_code == 0, res.output
     elsewhere = banks["tmp"] / "elsewhere-scores.json"
     doc = json.loads((banks["tmp"] / "h-t-scores.json").read_text())

@@ -258,6 +258,7 @@ def heads_cmd(
         "--export-axis", help="Also save the best single-layer linear head as an axis artifact (estimator "
         "supervised-probe) for --axis FILE.")] = None,
     seed: int = typer.Option(0, "--seed", help="Seed of the random control and the MLP."),
+    n_boot: int = typer.Option(10_000, "--n-boot", min=100, help="Bootstrap resamples of each interval."),
     encoded_only: bool = typer.Option(False, "--encoded-only", help="Use only the tasks encoded so far (banks still "
                                       "being built or encoded); the result records how many of each bank it used."),
 ) -> None:
@@ -287,7 +288,7 @@ def heads_cmd(
             if not sep or not label or not path:
                 fail(f"--test {item!r} must be LABEL=BANK, e.g. --test mbpp-test=evals/bank/.../test")
             tests[label] = loaded(Path(path), label)
-        doc, heads = run_heads(fit, tests, seed=seed, progress=lambda m: typer.echo(m, err=True))
+        doc, heads = run_heads(fit, tests, seed=seed, n_boot=n_boot, progress=lambda m: typer.echo(m, err=True))
     except (BankError, ValueError) as exc:
         fail(str(exc))
     if encoded_only:
