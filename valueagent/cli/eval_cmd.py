@@ -187,7 +187,7 @@ async def run_with_progress(settings: Any, backend: Any, sandbox: Any, runner: A
     from valueagent.cli.progress import TaskProgress
 
     counts: dict[str, list[int]] = {}
-    with TaskProgress("humaneval", expected_tokens=settings.answer_tokens) as progress:
+    with TaskProgress(getattr(settings, "benchmark", "eval"), expected_tokens=settings.answer_tokens) as progress:
 
         def on_result(record: dict[str, Any]) -> None:
             k_n = counts.setdefault(record["policy"], [0, 0])

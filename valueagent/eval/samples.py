@@ -27,7 +27,7 @@ from typing import Any
 from valueagent.eval.records import RunResults
 from valueagent.tasks import Task, dataset_hash, load_humaneval
 
-__all__ = ["POLICY_SAMPLES_DIR", "humaneval_completion", "humaneval_tasks_of", "sample_line", "write_policy_samples"]
+__all__ = ["POLICY_SAMPLES_DIR", "humaneval_completion", "benchmark_tasks_of", "sample_line", "write_policy_samples"]
 
 POLICY_SAMPLES_DIR = "samples"
 
@@ -76,7 +76,7 @@ def write_policy_samples(run: RunResults, tasks: Iterable[Task], run_dir: str | 
     return written
 
 
-def humaneval_tasks_of(config: Mapping[str, Any] | None) -> tuple[Task, ...] | None:
+def benchmark_tasks_of(config: Mapping[str, Any] | None) -> tuple[Task, ...] | None:
     """The benchmark tasks (HumanEval's or MBPP's own) a run's ``config.json`` records, or None otherwise.
 
     The selected tasks must hash to the recorded dataset hash, so a task file that reuses a benchmark's
