@@ -7,11 +7,13 @@
 - ``<signal>-stop`` (early stop): fresh samples in order, each abandoned at the first token where the mean
   of its last 16 readings falls to the threshold; a finished one is tested; the first to pass is the answer.
 
-Samples are drawn exactly as a sample bank draws them (``valueagent.bank``): sample ``j`` (1..N) at
-temperature 0.8, top-p 0.95 with seed ``task_seed * 1_000_003 + j``, so a live run and its replay from a
-bank make the same choices. Thresholds and fitted signals (``probe``, ``value+logprob``) come from
-``bank replay --gate-config-out`` on calibration tasks, under the policy's ``search`` entry of a gate
-config; a policy that needs them refuses to run without.
+The decisions are the rules of :mod:`valueagent.search_rules`, driven here by the model and the sandbox and
+by a replay with a bank's samples and verdicts. Samples are drawn exactly as a sample bank draws them
+(``valueagent.bank``): sample ``j`` (1..N) at temperature 0.8, top-p 0.95 with seed
+``task_seed * 1_000_003 + j``, so a live run and its replay from a bank make the same choices. Thresholds
+and fitted signals (``probe``, ``value+logprob``) come from ``bank replay --gate-config-out`` on calibration
+tasks, under the policy's ``search`` entry of a gate config; a policy that needs them refuses to run
+without.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Literal, cast
 import numpy as np
 from langgraph.graph import END, START, StateGraph
 
+from valueagent import search_rules as rules
 from valueagent.agent.checks import SandboxProvider, run_visible_tests
 from valueagent.agent.nodes import SEED_STRIDE, make_prepare_node, record_reading
 from valueagent.agent.policies import SAMPLED, PolicySpec, register_policy
@@ -143,7 +146,7 @@ def make_search_node(backend: ValueBackend, settings: AgentSettings, sandbox: Sa
                     c["visible_passed"], c["visible_total"] = passed, len(results)
             return passed == len(results)
 
-        chosen, reason = await _decide(spec, params, samples, request, add, test, backend)
+        chosen, reason = await _decide(spec, params, request, add, test, backend)
         log = [{"temperature": SAMPLED.temperature, "top_p": SAMPLED.top_p, "steer": 0.0,
                 "seed": seed * SEED_STRIDE + j} for j in sorted(samples)]
         if chosen is None:  # every sample was abandoned: nothing to submit
@@ -166,49 +169,31 @@ def make_search_node(backend: ValueBackend, settings: AgentSettings, sandbox: Sa
     return search
 
 
-async def _decide(spec: SearchSpec, params: Mapping[str, Any], samples: dict[int, dict[str, Any]],
-                  request: Any, add: Any, test: Any, backend: ValueBackend) -> tuple[int | None, str]:
-    """Run the action; returns the chosen sample and why (the same rules as ``valueagent.bank.policies``)."""
+async def _decide(spec: SearchSpec, params: Mapping[str, Any], request: Any, add: Any, test: Any,
+                  backend: ValueBackend) -> tuple[int | None, str]:
+    """Drive the policy's rule (:mod:`valueagent.search_rules`, the one a replay drives on a bank) with the
+    model and the sandbox; returns the chosen sample and why."""
     n = int(params.get("samples", spec.samples))  # a calibration made on a bank of N samples ranks N
     if spec.action == "rank":
-        gens = await asyncio.gather(*(backend.generate(request(j)) for j in range(1, n + 1)))
-        for j, gen in enumerate(gens, start=1):
-            add(j, gen)
-        order = sorted(samples, key=lambda j: (-samples[j]["score"], j))
-        for j in order:
-            ok = await test(j)
-            if ok is None:
-                return order[0], f"no visible tests: top-ranked of {n} by {spec.signal}"
-            if ok:
-                return j, f"visible tests passed (rank {order.index(j) + 1} of {n} by {spec.signal})"
-        return order[0], f"no candidate passed the visible tests: top-ranked of {n} by {spec.signal}"
-    if spec.action == "seq":
-        accept, discard = params["accept"], params["discard"]  # None: that rule never fires
-        for j in range(1, n + 1):
-            s = add(j, await backend.generate(request(j)))
-            if accept is not None and s >= accept:
-                return j, f"sample {j} accepted untested ({spec.signal} {s:.3f} >= {accept:.3f})"
-            if discard is not None and s <= discard:
-                continue
-            ok = await test(j)
-            if ok is None or ok:
-                return j, f"sample {j} {'has no visible tests' if ok is None else 'passed the visible tests'}"
-        best = sorted(samples, key=lambda j: (-samples[j]["score"], j))[0]
-        return best, f"no sample accepted: top-ranked of {n} by {spec.signal}"
-    # stop: each sample aborts inside the decode loop when its window falls to the threshold
-    finished = []
-    for j in range(1, n + 1):
-        gen = await backend.generate(request(j))
-        add(j, gen)
-        if gen.finish_reason == "abort":
-            continue
-        finished.append(j)
-        ok = await test(j)
-        if ok is None or ok:
-            return j, f"sample {j} {'has no visible tests' if ok is None else 'passed the visible tests'}"
-    if finished:
-        return finished[0], "no finished sample passed the visible tests: the first finished one"
-    return None, f"all {n} samples were abandoned by the {spec.signal} window"
+        rule = rules.rank(n, spec.signal)
+    elif spec.action == "seq":  # a threshold of None never fires
+        rule = rules.seq(n, spec.signal, accept=params["accept"], discard=params["discard"])
+    else:  # stop: each sample aborts inside the decode loop when its window falls to the threshold
+        rule = rules.stop(n, spec.signal)
+    answer: Any = None
+    while True:
+        try:
+            req = rule.send(answer)
+        except StopIteration as done:
+            choice: rules.Choice = done.value
+            return choice.index, choice.reason
+        if req[0] == "draw":
+            js = req[1]
+            gens = await asyncio.gather(*(backend.generate(request(j)) for j in js))  # one batch
+            answer = [rules.Drawn(score=add(j, gen), tokens=gen.n_tokens, aborted=gen.finish_reason == "abort")
+                      for j, gen in zip(js, gens, strict=True)]
+        else:
+            answer = await test(req[1])
 
 
 def build_search_graph(backend: ValueBackend, settings: AgentSettings, sandbox: SandboxProvider) -> Any:

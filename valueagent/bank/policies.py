@@ -1,5 +1,7 @@
 """Whole-answer policies replayed from a bank: each turns one task's samples into ``(passed, tokens, test
-runs)`` exactly as a live run on the same seeds would, given the signal scores of the samples.
+runs)`` exactly as a live run on the same seeds would, given the signal scores of the samples. The search
+policies (rank, best of N, sequential gate, early stop) are not written here: :func:`drive` runs the rules of
+:mod:`valueagent.search_rules`, the programs the live policies run, on the bank's samples and verdicts.
 
 Sample 0 of a task is the greedy answer, samples 1..N the fresh ones, drawn in index order. A visible-test
 run on a task without visible tests tells nothing: it is not run and the candidate counts as untested.
@@ -13,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from valueagent import search_rules as rules
+from valueagent.search_rules import Choice, Drawn, Rule
 from valueagent.signals import running_window, token_confidence, uniform_draw
 
 
@@ -69,32 +73,43 @@ def oracle(t: TaskView, k: int | None = None) -> Outcome:
     return Outcome(bool(t.hidden[pool].any()), int(t.tokens[pool].sum()), 0)
 
 
-def ranked(t: TaskView, signal: str, k: int) -> list[int]:
-    """The first ``k`` fresh samples, best score first (earlier sample on ties)."""
-    s = t.scores[signal]
-    return sorted(range(1, k + 1), key=lambda i: (-s[i], i))
+def drive(rule: Rule, t: TaskView, score: np.ndarray | None = None, stop: StopFn | None = None) -> Outcome:
+    """Run a search rule (:mod:`valueagent.search_rules`, the one the live policies run) on a bank's task: its
+    samples answer the draws (``score`` per sample, cut where ``stop`` says), its visible verdicts the tests.
+    Tokens are what the drawn samples cost; a test counts only when the task has visible tests."""
+    tokens = tests = 0
+    answer: Any = None
+    while True:
+        try:
+            request = rule.send(answer)
+        except StopIteration as done:
+            choice: Choice = done.value
+            passed = choice.index is not None and bool(t.hidden[choice.index])
+            return Outcome(passed, tokens, tests)
+        if request[0] == "draw":
+            answer = []
+            for i in request[1]:
+                cut = stop(t, i) if stop is not None else None
+                aborted = cut is not None and abandoned(t, i, cut)
+                cost = int(cut) if aborted and cut is not None else int(t.tokens[i])
+                tokens += cost
+                answer.append(Drawn(score=0.0 if score is None else float(score[i]), tokens=cost, aborted=aborted))
+        elif not t.has_tests:
+            answer = None
+        else:
+            tests += 1
+            answer = bool(t.visible_ok[request[1]])
 
 
 def top1(t: TaskView, signal: str, k: int | None = None) -> Outcome:
     """Best of N by the signal, untested."""
-    k = k or t.n
-    order = ranked(t, signal, k)
-    return Outcome(bool(t.hidden[order[0]]), int(t.tokens[1 : k + 1].sum()), 0)
+    return drive(rules.rank(k or t.n, signal, max_tests=0), t, t.scores[signal])
 
 
 def rank_then_test(t: TaskView, signal: str, k: int | None = None, max_tests: int | None = None) -> Outcome:
     """N fresh candidates; visible tests in signal order until one passes (``max_tests`` at most); with no
     visible tests or none passing, the top-ranked."""
-    k = k or t.n
-    order = ranked(t, signal, k)
-    tokens = int(t.tokens[1 : k + 1].sum())
-    if not t.has_tests:
-        return Outcome(bool(t.hidden[order[0]]), tokens, 0)
-    cap = k if max_tests is None else min(max_tests, k)
-    for n_run, i in enumerate(order[:cap], start=1):
-        if t.visible_ok[i]:
-            return Outcome(bool(t.hidden[i]), tokens, n_run)
-    return Outcome(bool(t.hidden[order[0]]), tokens, cap)
+    return drive(rules.rank(k or t.n, signal, max_tests=max_tests), t, t.scores[signal])
 
 
 @dataclass(frozen=True)
@@ -107,21 +122,7 @@ class SeqThresholds:
 
 def sequential(t: TaskView, signal: str, th: SeqThresholds) -> Outcome:
     """After each fresh sample the signal decides: accept untested, test, or discard and resample."""
-    s = t.scores[signal]
-    tests = 0
-    for i in range(1, t.n + 1):
-        tokens = int(t.tokens[1 : i + 1].sum())
-        if s[i] >= th.accept:
-            return Outcome(bool(t.hidden[i]), tokens, tests)
-        if s[i] <= th.discard:
-            continue
-        if not t.has_tests:
-            return Outcome(bool(t.hidden[i]), tokens, tests)
-        tests += 1
-        if t.visible_ok[i]:
-            return Outcome(bool(t.hidden[i]), tokens, tests)
-    best = ranked(t, signal, t.n)[0]
-    return Outcome(bool(t.hidden[best]), int(t.tokens[1:].sum()), tests)
+    return drive(rules.seq(t.n, signal, accept=th.accept, discard=th.discard), t, t.scores[signal])
 
 
 StopFn = Callable[[TaskView, int], int | None]
@@ -167,24 +168,7 @@ def early_stop(t: TaskView, stop: StopFn) -> Outcome:
     """Fresh samples in order; a sample whose signal falls below the threshold is abandoned there (its tokens
     so far are spent); a finished one gets the visible tests; the first to pass is the answer. None passing:
     the first finished sample; none finished: a failure."""
-    tokens = tests = 0
-    finished: list[int] = []
-    for i in range(1, t.n + 1):
-        cut = stop(t, i)
-        if abandoned(t, i, cut):
-            assert cut is not None
-            tokens += cut
-            continue
-        tokens += int(t.tokens[i])
-        finished.append(i)
-        if not t.has_tests:
-            return Outcome(bool(t.hidden[i]), tokens, tests)
-        tests += 1
-        if t.visible_ok[i]:
-            return Outcome(bool(t.hidden[i]), tokens, tests)
-    if not finished:
-        return Outcome(False, tokens, tests)
-    return Outcome(bool(t.hidden[finished[0]]), tokens, tests)
+    return drive(rules.stop(t.n, "stop rule"), t, stop=stop)
 
 
 STOP_TRACES: dict[str, Callable[[Mapping[str, Any]], np.ndarray]] = {
