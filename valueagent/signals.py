@@ -87,6 +87,20 @@ def running_window(x: np.ndarray, w: int = WINDOW) -> np.ndarray:
     return means
 
 
+STOP_TRACES: Mapping[str, Callable[[Sample], np.ndarray]] = MappingProxyType({
+    "value": lambda sample: _arr(sample, "values"),
+    "confidence": token_confidence,
+})
+"""Per-token traces an early-stop rule watches, in the form both the decode loop (on the tokens so far) and a
+replay (on a whole stored sample) read: one implementation of each."""
+
+
+def window_low(trace: np.ndarray, threshold: float, w: int = WINDOW) -> bool:
+    """Whether the mean of the last ``w`` entries of ``trace`` is <= ``threshold`` (False before ``w``
+    tokens): the stop rule as the decode loop applies it after each token."""
+    return len(trace) >= w and float(trace[-w:].mean()) <= threshold
+
+
 def _mean(key: str, sign: float = 1.0) -> SignalFn:
     def fn(sample: Sample) -> float:
         x = _arr(sample, key)

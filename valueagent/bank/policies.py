@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from valueagent import search_rules as rules
+from valueagent import signals
 from valueagent.search_rules import Choice, Drawn, Rule
-from valueagent.signals import running_window, token_confidence, uniform_draw
+from valueagent.signals import running_window, uniform_draw
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,4 @@ def early_stop(t: TaskView, stop: StopFn) -> Outcome:
     return drive(rules.stop(t.n, "stop rule"), t, stop=stop)
 
 
-STOP_TRACES: dict[str, Callable[[Mapping[str, Any]], np.ndarray]] = {
-    "value": lambda s: np.asarray(s["values"], dtype=np.float64),
-    "confidence": token_confidence,
-}
-"""Per-token traces an early-stop rule watches."""
+STOP_TRACES = signals.STOP_TRACES  # the per-token traces a stop rule watches (one home: valueagent.signals)

@@ -26,6 +26,7 @@ from transformers.cache_utils import DynamicCache
 
 from valueagent.runtime.generation import ABORT_WINDOW, FinishReason, Generation, GenerationRequest
 from valueagent.runtime.hooks import AxisHook, attached
+from valueagent.signals import STOP_TRACES, window_low
 
 
 @dataclass
@@ -56,13 +57,11 @@ KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each (
 
 
 def _window_low(row: Row, trace: str, threshold: float) -> bool:
-    """Whether the mean of the row's last ``ABORT_WINDOW`` readings of ``trace`` is <= ``threshold``."""
+    """Whether the mean of the row's last ``ABORT_WINDOW`` readings of ``trace`` is <= ``threshold`` (the
+    traces and the rule of ``valueagent.signals``, as a replay reads them)."""
     w = ABORT_WINDOW
-    if trace == "value":
-        recent = row.vals[-w:] if len(row.vals) >= w else None
-    else:  # DeepConf's token confidence: minus the mean of the top-k log-probs
-        recent = [-sum(t) / len(t) for t in row.tops[-w:]] if len(row.tops) >= w else None
-    return recent is not None and sum(recent) / w <= threshold
+    recent = {"values": row.vals[-w:], "top_logprobs": row.tops[-w:]}
+    return window_low(STOP_TRACES[trace](recent), threshold, w)
 
 
 class PrefixStore:

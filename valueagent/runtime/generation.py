@@ -6,13 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from valueagent.signals import WINDOW
+
 Message = dict[str, str]
 """A chat message: ``{"role": "system" | "user" | "assistant", "content": str}``."""
 
 FinishReason = Literal["stop", "length", "eos", "abort", "cancelled"]
 AbortTrace = Literal["value", "confidence"]
-ABORT_WINDOW = 16
-"""Tokens averaged by an ``abort_below`` rule (the window of ``valueagent.signals``)."""
+ABORT_WINDOW = WINDOW
+"""Tokens averaged by an ``abort_below`` rule: the window of ``valueagent.signals`` (defined once, there)."""
 
 
 @dataclass(frozen=True, kw_only=True)
