@@ -85,6 +85,7 @@ def test_heads_export_an_axis_and_replay_pairs_them_with_controls(banks: dict[st
     assert rep["split"] == {"calibration": 42, "eval": 30}
     assert {"random-rank", "logprob-rank"} <= set(rep["paired"][f"{head}-rank"])
     assert f"{head}-top1" in rep["policies"] and head in rep["signals"]
+    assert head in rep["answers"]["test_runs_to_match_always_test"] and f"{head}-rank|tests<=0" in rep["frontier"]
     assert {"random-seq", "logprob-seq"} <= set(rep["paired"][f"{head}-seq"])  # thresholds from out-of-fold scores
     part = json.loads(scores.read_text())
     part["scores"] = dict(list(part["scores"].items())[:25])  # as if only 25 tasks were encoded yet

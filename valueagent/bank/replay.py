@@ -203,10 +203,14 @@ def policy_table(cal: Calibrated, seed: int) -> dict[str, Policy]:
     return table
 
 
-def frontier_table(n: int, signals: set[str]) -> dict[str, Policy]:
+FRONTIER = ("value", "logprob", "confidence", "probe", "value+logprob", "random")
+"""The built-in signals whose cost-varied policies make the frontier; externally scored ones (heads) follow."""
+
+
+def frontier_table(n: int, signals: set[str], scored: Sequence[str] = ()) -> dict[str, Policy]:
     """Cost-varied policies for the frontier: k candidates (tokens) and at most m test runs."""
     out: dict[str, Policy] = {}
-    for sig in [x for x in ("value", "logprob", "confidence", "probe", "value+logprob", "random") if x in signals]:
+    for sig in [x for x in FRONTIER if x in signals] + sorted(scored):
         for k in range(1, n + 1):
             out[f"{sig}-rank|k={k}"] = partial(P.rank_then_test, signal=sig, k=k)
             out[f"{sig}-top1|k={k}"] = partial(P.top1, signal=sig, k=k)
@@ -353,7 +357,8 @@ def replay(bank: Bank, config: ReplayConfig = ReplayConfig()) -> dict[str, Any]:
                             f"{cal.record.get('unfitted', {}).get('reason', '')}")
         table = {p: table[p] for p in config.policies}
     results = {name: [fn(v) for v in views] for name, fn in table.items()}
-    frontier = {name: _summ([fn(v) for v in views]) for name, fn in frontier_table(n, cal.signals).items()}
+    frontier = {name: _summ([fn(v) for v in views])
+                for name, fn in frontier_table(n, cal.signals, sorted(scored)).items()}
     out: dict[str, Any] = {
         "bank": str(bank.root),
         "manifest": bank.manifest.to_dict(),
@@ -382,7 +387,8 @@ def headline_answers(out: Mapping[str, Any]) -> dict[str, Any]:
     target = out["policies"]["always-test"]["pass_at_1"] if "always-test" in out["policies"] else None
     runs_needed = {}
     fr = out["frontier"]
-    for s in ("value", "logprob", "confidence", "probe", "value+logprob", "random"):
+    heads = sorted({k.split("-rank|tests<=")[0] for k in fr if "-rank|tests<=" in k} - set(FRONTIER))
+    for s in [*FRONTIER, *heads]:
         pts = sorted((int(k.split("<=")[1]), v) for k, v in fr.items() if k.startswith(f"{s}-rank|tests<="))
         hit = next((v for _m, v in pts if target is not None and v["pass_at_1"] >= target), None)
         runs_needed[s] = None if hit is None else {"test_runs": hit["test_runs"], "pass_at_1": hit["pass_at_1"]}
