@@ -14,6 +14,7 @@ from valueagent.cli import eval_cmd
 from valueagent.cli.main import app
 
 runner = CliRunner()
+AXIS_1_5B = Path(__file__).resolve().parents[1] / "valueagent/data/axes/qwen--qwen2.5-coder-1.5b-instruct.safetensors"
 GOOD = {"task_id": "t/0", "prompt": "def f():\n", "entry_point": "f", "test": "def check(f):\n    pass\n"}
 
 
@@ -72,6 +73,10 @@ CASES: list[tuple[str, list[str], list[str]]] = [
      ["Mbpp/700", "mbpp --split test"]),
     ("eval mbpp id outside split", ["eval", "mbpp", "--task-ids", "Mbpp/2", "--policies", "single"],
      ["Mbpp/2", "'test' split"]),
+    ("axis of another model", [*RUN, "--axis", str(AXIS_1_5B)], ["made for Qwen/Qwen2.5-Coder-1.5B-Instruct",
+                                                                "not Qwen/Qwen2.5-Coder-0.5B-Instruct"]),
+    ("axis score, axis of another model", ["axis", "score", "completions.jsonl", "--axis", str(AXIS_1_5B)],
+     ["made for Qwen/Qwen2.5-Coder-1.5B-Instruct"]),
     ("run axis", [*RUN, "--axis", "garbage.safetensors"], ["--axis garbage.safetensors", "axis build"]),
     ("eval axis", [*EVAL, "--axis", "garbage.safetensors"], ["--axis garbage.safetensors", "axis build"]),
     ("generate axis", ["generate", "hi", "--axis", "garbage.safetensors"], ["--axis garbage.safetensors"]),

@@ -90,7 +90,7 @@ def run(
     meta: dict[str, Any] = {"tasks": tasks, "split": checks.split(split, tasks) if tasks in BENCHMARKS else None}
     if tasks in BENCHMARKS:
         meta["benchmark"] = BENCHMARKS[tasks].describe()
-    checks.axis(axis)
+    checks.axis(axis, model=model)
     checks.output_dir(output_dir, resume=resume)
     gate = gates.choose(gate_config, names, model=model, axis=axis, uncalibrated=uncalibrated)
     gates.disjoint(gate, task_list)

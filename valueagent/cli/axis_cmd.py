@@ -216,7 +216,7 @@ def eval_cmd(
     on a CPU the model is loaded in float32 unless --dtype says otherwise."""
     from valueagent.axis.build import BuildConfig, evaluate_axis
 
-    checks.axis(axis)
+    checks.axis(axis, model=model)
     paths = _data_paths(tasks, episodes_dir, distinctions_dir, work_dir)
     loaded = _load(model, device, _cpu_dtype(device, dtype))
     ax = _axis_for(axis, loaded.model_id)
@@ -250,7 +250,7 @@ def score_cmd(
     from valueagent.runtime.artifact import AxisMismatchError
 
     rows = _read_jsonl(file)
-    checks.axis(axis)
+    checks.axis(axis, model=model)
     loaded = _load(model, device, _cpu_dtype(device, dtype))
     ax = _axis_for(axis, loaded.model_id)
     items = [([{"role": "user", "content": r["prompt"]}], r["completion"]) for r in rows]

@@ -79,8 +79,9 @@ def task_file(source: str) -> tuple[Task, ...]:
     return tasks
 
 
-def axis(value: str | None, *, option: str = "--axis") -> None:
-    """``--axis``: ``default``, ``none`` or a readable value-axis file (its shape is checked once loaded)."""
+def axis(value: str | None, *, option: str = "--axis", model: str | None = None) -> None:
+    """``--axis``: ``default``, ``none`` or a readable value-axis file, made for ``model`` when the spec tells
+    which model it is without loading it (an embedded name, a folder); its shape is checked once loaded."""
     if value in (None, "", "none", "default"):
         return
     from valueagent.runtime.artifact import load_axis
@@ -90,11 +91,19 @@ def axis(value: str | None, *, option: str = "--axis") -> None:
     if not path.is_file():
         fail(f"{option} {value}: no such file; {hint}")
     try:
-        load_axis(path)
+        loaded = load_axis(path)
     except ValueError as exc:  # load_axis's own messages name the file and the fix
         fail(f"{option} {value}: {exc}")
     except Exception as exc:  # safetensors' errors are not ValueErrors (e.g. "header too large")
         fail(f"{option} {value} is not a value axis file ({type(exc).__name__}: {exc}); {hint}")
+    if model is not None:
+        from valueagent.agent.shipped import expected_model_id
+        from valueagent.runtime.embedded import SOURCES
+
+        want = expected_model_id(model)
+        if model in SOURCES and want is not None and loaded.model_id != want:
+            fail(f"{option} {value} was made for {loaded.model_id} (hidden size {loaded.hidden_size}, layer "
+                 f"{loaded.layer}), not {want}: pass an axis of this model, or --model for that one")
 
 
 def existing(path: Path, *, option: str, what: str) -> None:

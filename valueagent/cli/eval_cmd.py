@@ -149,7 +149,7 @@ def run_benchmark(
         fail(str(exc))
     checked = checks.policies(check, option="--check") if check else ()
     checks.ray_options(use_ray, address=address, replicas=replicas, model=model)
-    checks.axis(axis)
+    checks.axis(axis, model=model)
     checks.output_dir(output_dir, resume=resume)
     gate = gates.choose(gate_config, settings.policies, model=model, axis=axis, uncalibrated=uncalibrated)
     gates.disjoint(gate, selected)

@@ -49,7 +49,7 @@ def info(
 ) -> None:
     """Model id, layers, hidden size, dtype (the arithmetic), weights (their precision as loaded: the embedded
     models are Q4_K_M GGUFs dequantized at load), device, the value axis and what the backend can do."""
-    checks.axis(axis)
+    checks.axis(axis, model=model)
     backend = load_backend_or_fail(model, axis, device, dtype, quantize=quantize)
     data = asdict(backend.info())
     if as_json:
@@ -81,7 +81,7 @@ def generate(
     from valueagent.runtime.generation import GenerationRequest
 
     checks.steer(steer)
-    checks.axis(axis)
+    checks.axis(axis, model=model)
     backend = load_backend_or_fail(model, axis, device, dtype, quantize=quantize)
     if steer != 0 and backend.axis is None:
         fail("--steer needs a value axis, and none is loaded for this model: pass --axis PATH")
