@@ -29,6 +29,17 @@ def _random(data: SampleSet, seed: int) -> np.ndarray:
     return np.asarray([uniform_draw(seed, str(t), int(i)) for t, i in zip(data.task_ids, data.index, strict=True)])
 
 
+RANDOM_SEEDS = 20
+
+
+def random_spread(data: SampleSet, seed: int) -> dict[str, float]:
+    """The random control's mean within-task AUROC over ``RANDOM_SEEDS`` seeds (expected 0.5) and its spread:
+    how far one realization of a signal that knows nothing lands from 0.5 on these tasks."""
+    draws = [mean_within(_random(data, seed + k), data) for k in range(RANDOM_SEEDS)]
+    return {"seeds": RANDOM_SEEDS, "mean": float(np.mean(draws)), "sd": float(np.std(draws, ddof=1)),
+            "min": float(np.min(draws)), "max": float(np.max(draws))}
+
+
 def mean_within(scores: np.ndarray, data: SampleSet) -> float:
     per = within_task_auroc(scores, data)
     return float(np.mean(list(per.values()))) if per else float("nan")
@@ -235,6 +246,7 @@ def run_heads(fit_bank: Bank, tests: Mapping[str, Bank], *, seed: int = 0, n_boo
         own = {name: h.score(data) for name, h in heads.items()}
         doc["tests"][label] = {"bank": str(bank.root), **judge({**baseline_scores(data, seed), **own}, data,
                                                                n_boot=n_boot),
+                               "random_control_spread": random_spread(data, seed),
                                "by_layer": layer_curves(full, data, sweep)}
         doc["scores"][label] = scores_document(bank, data, own)
     return doc, heads

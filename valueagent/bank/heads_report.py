@@ -15,9 +15,15 @@ def _ci(x: list[float], scale: float = 1.0, fmt: str = ".3f") -> str:
 
 
 def test_rows(test: Mapping[str, Any]) -> list[str]:
+    spread = test.get("random_control_spread")
+    noise = "" if not spread else (
+        f" A signal that knows nothing (the random control, {spread['seeds']} seeds) reads {spread['mean']:.3f} "
+        f"within-task on average, SD {spread['sd']:.3f} from seed to seed (range {spread['min']:.3f}-"
+        f"{spread['max']:.3f}): the table's `random` row is one of them (seed 0).")
     rows = [f"{test['n_tasks']} tasks ({test['mixed_tasks']} with mixed outcomes among their fresh samples), "
             f"{test['n_fresh']} fresh samples, {100 * test['fresh_pass_rate']:.1f}% pass; best of N with an oracle "
-            f"{100 * test['oracle_best_of_n']:.1f}%. Deltas are against `{test['reference']}`, paired by task.", "",
+            f"{100 * test['oracle_best_of_n']:.1f}%. Deltas are against `{test['reference']}`, paired by task."
+            + noise, "",
             "| signal | within-task AUROC [95% CI] | Δ vs log-prob [95% CI] (p, Holm) | pooled AUROC [95% CI] | "
             "best of N untested % [95% CI] | Δ pts vs log-prob [95% CI] (W/L, p Holm) |",
             "|---|---|---|---|---|---|"]
@@ -60,7 +66,11 @@ def plot_layers(doc: Mapping[str, Any], label: str, path: Path) -> None:
         ax.plot(layers, [curve[k if k in curve else str(k)]["test"] for k in layers], style, ms=3,
                 label=f"probe on {source} residual")
     for name, color in zip(FLAT, ("C2", "C3", "C4", "0.5"), strict=True):
-        if name in test["signals"]:
+        if name == "random" and test.get("random_control_spread"):
+            spread = test["random_control_spread"]
+            ax.axhspan(spread["mean"] - spread["sd"], spread["mean"] + spread["sd"], color="0.85", lw=0,
+                       label=f"random (mean ± SD of {spread['seeds']} seeds)")
+        elif name in test["signals"]:
             ax.axhline(test["signals"][name]["within_task_auroc"], color=color, ls="--", lw=1, label=name)
     ax.set_xlabel("layer (hidden_states index)")
     ax.set_ylabel("within-task AUROC")
