@@ -21,6 +21,7 @@ __all__ = [
     "ConformalThreshold",
     "Estimate",
     "McNemarResult",
+    "PairedOutcomes",
     "ReliabilityBin",
     "auroc",
     "auroc_bootstrap",
@@ -30,6 +31,7 @@ __all__ = [
     "expected_calibration_error",
     "holm",
     "mcnemar_exact",
+    "paired_outcomes",
     "paired_bootstrap_diff",
     "paired_sign_flip",
     "pass_at_k",
@@ -152,6 +154,26 @@ def paired_bootstrap_diff(
         means[start:start + rows] = d[rng.integers(0, len(d), size=(rows, len(d)))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - conf) / 2, (1 + conf) / 2])
     return Estimate(float(d.mean()), float(lo), float(hi), conf)
+
+
+@dataclass(frozen=True, slots=True)
+class PairedOutcomes:
+    """Pass/fail of ``a`` against ``b`` on the same items: the difference of pass rates with its bootstrap
+    interval, the discordant items (``wins``: a passed and b failed) and the exact McNemar p-value."""
+
+    delta: Estimate
+    wins: int
+    losses: int
+    p_value: float
+
+
+def paired_outcomes(a: Bools, b: Bools, *, n_boot: int = 10_000, seed: int = 0) -> PairedOutcomes:
+    """The one paired comparison of binary outcomes (replay, heads, eval summary): bootstrap over items of
+    ``mean(a) - mean(b)`` and McNemar's exact test."""
+    x, y = _bools(a, "a"), _bools(b, "b")
+    mc = mcnemar_exact(x, y)
+    return PairedOutcomes(paired_bootstrap_diff(x.astype(float), y.astype(float), n_boot=n_boot, seed=seed),
+                          mc.b10, mc.b01, mc.p_value)
 
 
 def paired_sign_flip(a: Floats, b: Floats, n_perm: int = 100_000, seed: int = 0) -> float:

@@ -113,14 +113,7 @@ def judge(scores: Mapping[str, np.ndarray], data: SampleSet, *, reference: str =
     """Per signal on one test set: within-task AUROC (mean over mixed tasks, bootstrap CI over tasks), pooled
     AUROC of fresh samples (CI), best of N untested; each against ``reference`` paired by task (bootstrap CI,
     exact sign-flip p / McNemar), Holm over the signals compared."""
-    from valueagent.stats import (
-        auroc_bootstrap,
-        holm,
-        mcnemar_exact,
-        paired_bootstrap_diff,
-        paired_sign_flip,
-        wilson,
-    )
+    from valueagent.stats import auroc_bootstrap, holm, paired_bootstrap_diff, paired_outcomes, paired_sign_flip, wilson
 
     fresh = data.fresh()
     per_within = {name: within_task_auroc(s, data) for name, s in scores.items()}
@@ -148,14 +141,13 @@ def judge(scores: Mapping[str, np.ndarray], data: SampleSet, *, reference: str =
             ref_w = np.asarray([per_within[reference][t] for t in tasks])
             ref_top = np.asarray([per_top[reference][t] for t in all_tasks])
             dw = paired_bootstrap_diff(w, ref_w, n_boot=n_boot)
-            dt = paired_bootstrap_diff(top.astype(float), ref_top.astype(float), n_boot=n_boot)
-            mc = mcnemar_exact(top, ref_top)
+            pc = paired_outcomes(top, ref_top, n_boot=n_boot)
             p_within[name] = paired_sign_flip(w, ref_w)
-            p_top[name] = mc.p_value
+            p_top[name] = pc.p_value
             row["vs_reference"] = {
                 "within_delta": dw.estimate, "within_ci": [dw.lo, dw.hi], "within_p": p_within[name],
-                "best_of_n_delta": dt.estimate, "best_of_n_ci": [dt.lo, dt.hi], "wins": mc.b10, "losses": mc.b01,
-                "best_of_n_p": mc.p_value,
+                "best_of_n_delta": pc.delta.estimate, "best_of_n_ci": [pc.delta.lo, pc.delta.hi], "wins": pc.wins,
+                "losses": pc.losses, "best_of_n_p": pc.p_value,
             }
         out["signals"][name] = row
     for ps, key in ((p_within, "within_p_holm"), (p_top, "best_of_n_p_holm")):

@@ -24,7 +24,14 @@ from valueagent.signals import (
     signal_names,
     uniform_draw,
 )
-from valueagent.stats import auroc, auroc_bootstrap, conformal_threshold, mcnemar_exact, paired_bootstrap_diff, wilson
+from valueagent.stats import (
+    auroc,
+    auroc_bootstrap,
+    conformal_threshold,
+    paired_bootstrap_diff,
+    paired_outcomes,
+    wilson,
+)
 
 RANK_SIGNALS = ("value", "logprob", "confidence", "probe", "value+logprob", "entropy", "confidence-tail",
                 "value-lowest", "random", "order")
@@ -241,13 +248,11 @@ def _paired(name: str, results: Mapping[str, Sequence[P.Outcome]]) -> dict[str, 
     a = np.asarray([o.passed for o in results[name]])
     out = {}
     for r in rivals:
-        b = np.asarray([o.passed for o in results[r]])
-        mc = mcnemar_exact(a, b)
-        diff = paired_bootstrap_diff(a.astype(float), b.astype(float))
+        pc = paired_outcomes(a, np.asarray([o.passed for o in results[r]]))
         tok = paired_bootstrap_diff(np.asarray([o.tokens for o in results[name]], float),
                                     np.asarray([o.tokens for o in results[r]], float))
-        out[r] = {"delta": diff.estimate, "ci": [diff.lo, diff.hi], "wins": mc.b10, "losses": mc.b01,
-                  "p": mc.p_value, "tokens_delta": tok.estimate, "tokens_ci": [tok.lo, tok.hi]}
+        out[r] = {"delta": pc.delta.estimate, "ci": [pc.delta.lo, pc.delta.hi], "wins": pc.wins,
+                  "losses": pc.losses, "p": pc.p_value, "tokens_delta": tok.estimate, "tokens_ci": [tok.lo, tok.hi]}
     return out
 
 

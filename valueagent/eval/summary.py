@@ -17,7 +17,7 @@ from typing import Any
 
 from valueagent.eval.reading import reading_quality
 from valueagent.eval.records import READING_DEFINITION, RunResults, TaskRecord, load_results
-from valueagent.stats import holm, mcnemar_exact, paired_bootstrap_diff, wilson
+from valueagent.stats import holm, paired_bootstrap_diff, paired_outcomes, wilson
 
 __all__ = [
     "CONTROL_PAIRS",
@@ -85,7 +85,7 @@ def paired_comparison(
         return None
     ra, rb = [a[t] for t in common], [b[t] for t in common]
     pa, pb = [r.passed for r in ra], [r.passed for r in rb]
-    mc = mcnemar_exact(pa, pb)
+    pc = paired_outcomes(pa, pb, n_boot=n_boot, seed=seed)
 
     def diff(key: str) -> dict[str, float]:
         xa = [float(getattr(r, key)) for r in ra]
@@ -96,11 +96,10 @@ def paired_comparison(
         "n_common": len(common),
         "passed_a": sum(pa),
         "passed_b": sum(pb),
-        "pass_diff": diff("passed"),
-        # McNemar's b01 = a failed while b passed; here named from a's side:
-        "a_only": mc.b10,
-        "b_only": mc.b01,
-        "mcnemar_p": mc.p_value,
+        "pass_diff": _est(pc.delta),
+        "a_only": pc.wins,
+        "b_only": pc.losses,
+        "mcnemar_p": pc.p_value,
         "test_runs_diff": diff("test_runs"),
         "tokens_diff": diff("tokens"),
     }
