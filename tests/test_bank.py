@@ -244,16 +244,8 @@ def test_fitted_signal_thresholds_come_from_out_of_fold_scores() -> None:
     manifest = BankManifest(model_id="m", revision=None, weights="w", dtype="float32", quantization=None, axis=None,
                             axis_layer=None, axis_sha256=None, samples=8, temperature=0.8, top_p=0.95, seed=0,
                             seed_rule="r", max_new_tokens=8, prefill="", stop=(), top_k=5, tasks_source="t")
-
-    def sample() -> dict[str, Any]:
-        n = 20
-        return {"token_ids": [1] * n, "values": rng.normal(0, 0.1, n).round(4).tolist(),
-                "logprobs": (-rng.random(n)).round(4).tolist(), "entropies": rng.random(n).round(4).tolist(),
-                "top_logprobs": (-rng.random((n, 5))).round(3).tolist(), "finish_reason": "eos",
-                "hidden_mean": pack_vector(rng.normal(0, 1, 64).tolist()), "visible": [bool(rng.random() < 0.5)],
-                "hidden_passed": bool(rng.random() < 0.5)}
-
-    tasks = tuple({"task_id": f"T/{i}", "visible_total": 1, "samples": [sample() for _ in range(9)]}
+    tasks = tuple({"task_id": f"T/{i}", "visible_total": 1,
+                   "samples": [_noise_sample(rng, pack_vector(rng.normal(0, 1, 64).tolist())) for _ in range(9)]}
                   for i in range(40))
     out = replay(Bank(Path("."), manifest, tasks), ReplayConfig(calibration=tuple(f"T/{i}" for i in range(20))))
     assert out["calibration"]["probe-seq"]["accept_rate"] < 0.2, out["calibration"]["probe-seq"]
@@ -306,15 +298,7 @@ def test_a_bank_of_ones_own_tasks_replays_what_needs_no_fitting() -> None:
     manifest = BankManifest(model_id="m", revision=None, weights="w", dtype="float32", quantization=None, axis=None,
                             axis_layer=None, axis_sha256=None, samples=4, temperature=0.8, top_p=0.95, seed=0,
                             seed_rule="r", max_new_tokens=8, prefill="", stop=(), top_k=5, tasks_source="mine.jsonl")
-
-    def sample() -> dict[str, Any]:
-        n = 20
-        return {"token_ids": [1] * n, "values": rng.normal(0, 0.1, n).round(4).tolist(),
-                "logprobs": (-rng.random(n)).round(4).tolist(), "entropies": rng.random(n).round(4).tolist(),
-                "top_logprobs": (-rng.random((n, 5))).round(3).tolist(), "hidden_mean": None,
-                "visible": [bool(rng.random() < 0.5)], "hidden_passed": bool(rng.random() < 0.5)}
-
-    tasks = tuple({"task_id": f"mine/{i}", "visible_total": 1, "samples": [sample() for _ in range(5)]}
+    tasks = tuple({"task_id": f"mine/{i}", "visible_total": 1, "samples": [_noise_sample(rng) for _ in range(5)]}
                   for i in range(12))
     out = replay(Bank(Path("."), manifest, tasks))
     assert out["split"] == {"calibration": 0, "eval": 12}
@@ -323,3 +307,12 @@ def test_a_bank_of_ones_own_tasks_replays_what_needs_no_fitting() -> None:
     assert not {"value-seq", "probe-rank", "value-stop", "random-stop"} & set(out["policies"])
     skipped = out["calibration"]["skipped"]
     assert "value-seq" in skipped["policies"] and "--calibration-bank" in skipped["reason"]
+
+
+def _noise_sample(rng: Any, hidden_mean: str | None = None, n: int = 20) -> dict[str, Any]:
+    """A bank sample of random readings and verdicts (no signal in it)."""
+    return {"token_ids": [1] * n, "values": rng.normal(0, 0.1, n).round(4).tolist(),
+            "logprobs": (-rng.random(n)).round(4).tolist(), "entropies": rng.random(n).round(4).tolist(),
+            "top_logprobs": (-rng.random((n, 5))).round(3).tolist(), "finish_reason": "eos",
+            "hidden_mean": hidden_mean, "visible": [bool(rng.random() < 0.5)],
+            "hidden_passed": bool(rng.random() < 0.5)}
