@@ -93,6 +93,18 @@ def choose_heads(fit: SampleSet, val: SampleSet) -> tuple[list[HeadSpec], dict[s
     return chosen, sweep
 
 
+def centring(sweep: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """Which works for the mean-residual probe on validation: features centred per task, or raw (best
+    within-task AUROC of each over layers and C)."""
+    out: dict[str, Any] = {}
+    for key, centre in (("centred", True), ("raw", False)):
+        rows = [r for r in sweep["probe-mean"] if r["centre"] is centre and np.isfinite(r["val_within"])]
+        best = max(rows, key=lambda r: r["val_within"]) if rows else None
+        out[key] = None if best is None else {"val_within": best["val_within"], "layer": best["layers"][0],
+                                              "c": best["c"]}
+    return out
+
+
 def baseline_scores(data: SampleSet, seed: int) -> dict[str, np.ndarray]:
     return {**{b: np.asarray(data.fixed[b], dtype=np.float64) for b in BASELINES}, "random": _random(data, seed)}
 
@@ -228,7 +240,7 @@ def run_heads(fit_bank: Bank, tests: Mapping[str, Bank], *, seed: int = 0, n_boo
         "fit_bank": str(fit_bank.root), "model_id": fit_bank.manifest.model_id,
         "revision": fit_bank.manifest.revision, "quantization": fit_bank.manifest.quantization,
         "fit": {"train_tasks": len(train_ids), "validation_tasks": len(val_ids), "samples": len(full)},
-        "chosen": [s.to_dict() for s in chosen], "sweep": sweep,
+        "chosen": [s.to_dict() for s in chosen], "sweep": sweep, "centring": centring(sweep),
         "validation_baselines": {b: mean_within(s, val) for b, s in baseline_scores(val, seed).items()},
         "tests": {}, "scores": {FIT_SCORES: {**scores_document(fit_bank, full, oof), "cross_fitted_folds": FOLDS}},
     }

@@ -47,6 +47,11 @@ def render(doc: Mapping[str, Any]) -> str:
                  f"`{c['name']}` (C {c['c']}, {'centred' if c['centre'] else 'raw'})" for c in doc["chosen"]), "",
              "Validation within-task AUROC of the fixed signals: " + ", ".join(
                  f"{k} {v:.3f}" for k, v in doc["validation_baselines"].items()), ""]
+    cen = doc.get("centring") or {}
+    if cen.get("centred") and cen.get("raw"):
+        lines += [f"Mean-residual probe on validation, centred per task {cen['centred']['val_within']:.3f} (layer "
+                  f"{cen['centred']['layer']}) against raw {cen['raw']['val_within']:.3f} (layer "
+                  f"{cen['raw']['layer']}): the better one is chosen.", ""]
     for label, test in doc["tests"].items():
         lines += [f"## {label} (`{test['bank']}`)", "", *test_rows(test), ""]
     return "\n".join(lines) + "\n"
