@@ -186,6 +186,8 @@ def encode_cmd(
     device: str | None = DEVICE_OPT,
     dtype: str | None = typer.Option("bfloat16", "--dtype", help="Arithmetic of the pass (bfloat16 by default: "
                                      "~2.2x faster than float32 for a prefill on this CPU; recorded)."),
+    split: str | None = typer.Option(None, "--split", help="Only the bank's tasks of this split of its benchmark "
+                                     "(e.g. eval for a HumanEval bank: heads are scored on it); default: all."),
 ) -> None:
     """Residual features of every sample (mean over its generated tokens, and its last token, at every layer)
     from one teacher-forced pass per task; resumable, written to BANK/features/."""
@@ -204,6 +206,17 @@ def encode_cmd(
     tasks = source_tasks(man.tasks_source)
     if missing := [r["task_id"] for r in bank if r["task_id"] not in tasks]:
         fail(f"{bank_dir} holds tasks its source {man.tasks_source!r} does not (e.g. {missing[0]})")
+    if split is not None:
+        from valueagent.benchmarks import benchmark_of
+
+        bench = benchmark_of(r["task_id"] for r in bank)
+        if bench is None:
+            fail(f"--split {split}: {bank_dir} holds tasks of no known benchmark; drop --split to encode them all")
+        try:
+            wanted = {t.task_id for t in bench.tasks(split)}
+        except ValueError as exc:
+            fail(str(exc))
+        bank = bank.subset(wanted)
     spec = model or next((k for k, s in embedded.SOURCES.items() if s.model_id == man.model_id), man.model_id)
     from valueagent.runtime.loading import load_model, render_chat
 
