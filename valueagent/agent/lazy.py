@@ -66,7 +66,7 @@ def gate_config_for(policy: str, backend: LazyBackend) -> Any:  # GateConfig | N
 
     path = os.environ.get("VALUEAGENT_GATE_CONFIG")
     if not path:
-        if policy_spec(policy).tests != "gate" or os.environ.get("VALUEAGENT_UNCALIBRATED") == "1":
+        if not policy_spec(policy).needs_calibration or os.environ.get("VALUEAGENT_UNCALIBRATED") == "1":
             return None
         reading = expected_reading(backend.model, backend.axis)
         found = calibration_for(reading) if reading is not None else None
@@ -85,3 +85,35 @@ def lazy_graph(policy: str) -> Any:
 
     backend = _SHARED.setdefault("default", LazyBackend())
     return create_value_agent(backend, policy=policy, gate_config=gate_config_for(policy, backend)).compile()
+
+
+POLICY_KEY = "policy"
+"""The key of ``config["configurable"]`` that picks the policy of :func:`configurable_graph`."""
+
+
+def configurable_graph(default: str = "value") -> Any:
+    """One compiled graph for every registered policy, built-in or a plugin's: the policy is picked per run by
+    ``config={"configurable": {"policy": NAME}}`` (default ``default``), and its graph is built on first use
+    over the shared :class:`LazyBackend`. An unknown policy, or one that cannot run here (no calibration for a
+    gated or thresholded policy), fails that run with the reason, not the server."""
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.graph import END, START, StateGraph
+
+    from valueagent.agent.policies import policy_spec
+    from valueagent.agent.state import AgentInput, AgentOutput, AgentState
+
+    built: dict[str, Any] = {}
+
+    async def run(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        name = str((config.get("configurable") or {}).get(POLICY_KEY, default))
+        policy_spec(name)  # an unknown name is an error naming the registered ones
+        if name not in built:
+            built[name] = await asyncio.to_thread(lazy_graph, name)
+        out: dict[str, Any] = await built[name].ainvoke({"task": state["task"], "seed": state.get("seed", 0)})
+        return out
+
+    graph = StateGraph(AgentState, input_schema=AgentInput, output_schema=AgentOutput)
+    graph.add_node("agent", run)
+    graph.add_edge(START, "agent")
+    graph.add_edge("agent", END)
+    return graph.compile()
