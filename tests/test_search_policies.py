@@ -28,14 +28,22 @@ ORIGINAL = ("single", "always-test", "value", "steer-high", "steer-low", "random
 
 
 def test_every_named_policy_is_registered_and_the_originals_keep_their_names() -> None:
+    from valueagent.agent.policies import control_pairs
+
     names = policy_names()
-    assert set(ISSUE_NAMES) <= set(names) and names[: len(ORIGINAL)] == ORIGINAL
+    assert set(ISSUE_NAMES) <= set(names) and set(ORIGINAL) <= set(names)  # registration order: pair order
     assert policy_spec("value-rank").reads_value and not policy_spec("logprob-rank").reads_value
     assert policy_spec("value-seq").needs_calibration and not policy_spec("random-rank").needs_calibration
     with pytest.raises(ValueError, match="already registered"):
         register_policy(PolicySpec(name="value", signal="value", tests="gate", segmented=True))
     with pytest.raises(ValueError, match="unknown policy 'nope'.*--plugin"):
         policy_spec("nope")
+    # the pairs every summary reports come from the specs, in the order they were always reported
+    assert control_pairs() == (
+        ("value", "random-gate"), ("value", "logprob-gate"), ("value", "always-test"),
+        ("value+logprob", "logprob-gate"), ("value-branch", "random-branch"), ("value-branch", "logprob-branch"),
+        ("steer-high", "always-test"), ("steer-low", "always-test"), ("value-rank", "random-rank"),
+        ("value-rank", "logprob-rank"), ("value-seq", "logprob-seq"), ("value-stop", "confidence-stop"))
 
 
 class Recording:

@@ -30,7 +30,15 @@ from valueagent.agent.gate import GateConfig, Signal, scorer, signals_of
 from valueagent.stats import auroc, conformal_threshold
 
 FORMAT = "valueagent.gate-calibration/1"
-GATED: dict[str, Signal] = {"value": "value", "logprob-gate": "logprob", "value+logprob": "value+logprob"}
+def gated_policies() -> dict[str, Signal]:
+    """The policies whose thresholds a calibration fits, with their signal: every registered segment gate on a
+    read signal (not the random control, whose rates come from the value gate; not the branching variants,
+    which borrow another's thresholds)."""
+    from valueagent.agent.policies import POLICIES, policy_names
+
+    return {name: POLICIES[name].signal for name in policy_names() if POLICIES[name].segmented
+            and POLICIES[name].tests == "gate" and not POLICIES[name].branch and POLICIES[name].calibration is None
+            and POLICIES[name].signal not in ("random", "none")}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,7 +203,7 @@ def calibrate(
         weights = (float(w[0]), float(w[1]), float(w[2]))
     policies: dict[str, Any] = {}
     report: dict[str, Any] = {}
-    for name, signal in GATED.items():
+    for name, signal in gated_policies().items():
         cfg = base.with_(signal=signal, tests="gate", weights=weights)
         fitted, rep = fit_gate(cfg, thr_part, risk=risk, backtrack_rate=backtrack_rate,
                                segment_tokens=segment_tokens)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
@@ -75,6 +75,7 @@ class PolicySpec:
     search: Any = None  # a search policy's parameters (valueagent.agent.search.SearchSpec)
     branch: bool = False  # a backtrack branches at the most uncertain recent token (GateConfig.branch)
     calibration: str | None = None  # whose calibrated thresholds it uses when it has none of its own
+    controls: tuple[str, ...] = ()  # the policies it is paired with at matched cost (summary, compare)
 
     @property
     def reads_value(self) -> bool:
@@ -132,25 +133,27 @@ def policy_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-for _spec in (
+for _spec in (  # registration order is the order of the control pairs in every summary
     _whole("single", "never", "one greedy generation; no gate, no tests (the ungated model)"),
     _whole("always-test", "always", "generate, always run the visible tests, revise on failure (Reflexion-style)"),
-    _gated("value", "value", "value-gated: backtrack on low/dropping value, skip tests when value is high"),
-    _whole("steer-high", "always", "always-test with every generation steered toward high value (+16.8%)",
-           steer=STEER_FRACTION),
-    _whole("steer-low", "always", "always-test with every generation steered toward low value (-16.8%)",
-           steer=-STEER_FRACTION),
+    replace(_gated("value", "value", "value-gated: backtrack on low/dropping value, skip tests when value is high"),
+            controls=("random-gate", "logprob-gate", "always-test")),
     _gated("random-gate", "random", "the gated structure with random decisions at the value gate's rates"),
     _gated("logprob-gate", "logprob", "the gated structure on mean token log-probability"),
-    _gated("value+logprob", "value+logprob",
-           "the gated structure on a logistic combination of value and log-probability"),
+    replace(_gated("value+logprob", "value+logprob",
+                   "the gated structure on a logistic combination of value and log-probability"),
+            controls=("logprob-gate",)),
     PolicySpec(name="value-branch", signal="value", tests="gate", segmented=True, branch=True, calibration="value",
                description="the value gate, but a backtrack branches at the most uncertain of the last 16 tokens, "
-               "excluding the token taken there"),
+               "excluding the token taken there", controls=("random-branch", "logprob-branch")),
     PolicySpec(name="logprob-branch", signal="logprob", tests="gate", segmented=True, branch=True,
                calibration="logprob-gate", description="the log-prob gate with the same branching action"),
     PolicySpec(name="random-branch", signal="random", tests="gate", segmented=True, branch=True,
                calibration="random-gate", description="the control: branches at the value gate's rate, at random"),
+    replace(_whole("steer-high", "always", "always-test with every generation steered toward high value (+16.8%)",
+                   steer=STEER_FRACTION), controls=("always-test",)),
+    replace(_whole("steer-low", "always", "always-test with every generation steered toward low value (-16.8%)",
+                   steer=-STEER_FRACTION), controls=("always-test",)),
 ):
     register_policy(_spec)
 
@@ -182,6 +185,13 @@ def load_policy_plugins(modules: Sequence[str] = ()) -> list[str]:
         ep.load()
         loaded.append(ep.value)
     return loaded
+
+
+def control_pairs() -> tuple[tuple[str, str], ...]:
+    """(policy, its matched-cost control) for every registered policy's declared controls that are registered
+    too, in registration order: the pairs every summary and comparison reports, plugins' included."""
+    _load_builtin()
+    return tuple((name, c) for name, spec in _REGISTRY.items() for c in spec.controls if c in _REGISTRY)
 
 
 def policy_spec(name: str) -> PolicySpec:

@@ -207,9 +207,15 @@ def build_search_graph(backend: ValueBackend, settings: AgentSettings, sandbox: 
     return graph
 
 
-def search_policy(name: str, action: Action, signal: str, description: str) -> PolicySpec:
+def search_policy(name: str, action: Action, signal: str, description: str,
+                  controls: tuple[str, ...] | None = None) -> PolicySpec:
+    """A whole-answer search policy: ``action`` on the registered ``signal``; ``controls``: the policies it is
+    paired with at matched cost (None: the random and log-prob signals on the same action)."""
+    if controls is None:
+        controls = tuple(c for c in (f"random-{action}", f"logprob-{action}") if c != name)
     return PolicySpec(name=name, signal="none", tests="never", segmented=False, description=description,
-                      topology=build_search_graph, search=SearchSpec(action=action, signal=signal))
+                      topology=build_search_graph, search=SearchSpec(action=action, signal=signal),
+                      controls=controls)
 
 
 _RANK = {"value": "the value reading", "logprob": "mean log-probability",
@@ -217,15 +223,17 @@ _RANK = {"value": "the value reading", "logprob": "mean log-probability",
          "random": "a random order (control)", "value+logprob": "value and log-prob, fitted jointly",
          "order": "sample order (control)"}
 SEARCH_POLICIES: Sequence[PolicySpec] = (
-    *(search_policy(f"{s}-rank", "rank", s, f"best of 8 fresh samples by {d}, visible tests in that order")
+    *(search_policy(f"{s}-rank", "rank", s, f"best of 8 fresh samples by {d}, visible tests in that order",
+                    controls=None if s == "value" else ())
       for s, d in _RANK.items()),
-    search_policy("value-seq", "seq", "value", "after each sample: accept untested, test, or discard, by value"),
+    search_policy("value-seq", "seq", "value", "after each sample: accept untested, test, or discard, by value",
+                  controls=("logprob-seq",)),
     search_policy("logprob-seq", "seq", "logprob", "after each sample: accept untested, test, or discard, by "
-                  "mean log-prob"),
+                  "mean log-prob", controls=()),
     search_policy("value-stop", "stop", "value", "fresh samples in order, each abandoned when its windowed value "
-                  "falls to the threshold; finished ones tested"),
+                  "falls to the threshold; finished ones tested", controls=("confidence-stop",)),
     search_policy("confidence-stop", "stop", "confidence", "fresh samples in order, each abandoned when its "
-                  "DeepConf window confidence falls to the threshold; finished ones tested"),
+                  "DeepConf window confidence falls to the threshold; finished ones tested", controls=()),
 )
 for _spec in SEARCH_POLICIES:
     register_policy(_spec)

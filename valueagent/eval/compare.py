@@ -7,7 +7,7 @@ interval of the pass-rate difference, and the same for test runs and tokens. Con
 
 When A and B are two models (or two axes) on the same tasks, a policy's own change mixes the model's
 strength with its reading. ``edges`` isolates the reading: for each policy and its control at matched cost
-(:data:`CONTROL_PAIRS`) present in both runs, the policy's edge over the control in each run and the
+(:func:`control_pairs`) present in both runs, the policy's edge over the control in each run and the
 per-task difference of those edges, B minus A (bootstrap interval, exact sign-flip p, Holm over the pairs).
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 
 from valueagent.eval.config import read_config
 from valueagent.eval.records import TaskRecord, load_results, policy_order
-from valueagent.eval.summary import CONTROL_PAIRS, holm, paired_comparison
+from valueagent.eval.summary import control_pairs, holm, paired_comparison
 from valueagent.eval.tables import edge_table, markdown, paired_table
 from valueagent.stats import difference_of_differences, mcnemar_exact, wilson
 
-__all__ = ["COMPARE_SCHEMA", "CONTROL_PAIRS", "NoOverlapError", "compare_runs", "config_differences", "control_edges",
+__all__ = ["COMPARE_SCHEMA", "control_pairs", "NoOverlapError", "compare_runs", "config_differences", "control_edges",
            "render_markdown"]
 
 COMPARE_SCHEMA = "valueagent-compare/1"
@@ -90,11 +90,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_boot: int = 10_000, 
 
 def control_edges(a: Mapping[str, Mapping[str, TaskRecord]], b: Mapping[str, Mapping[str, TaskRecord]], *,
                   n_boot: int = 10_000, seed: int = 0) -> list[dict[str, Any]]:
-    """For each pair of :data:`CONTROL_PAIRS` whose two policies both runs hold: on the tasks all four
+    """For each pair of :func:`control_pairs` whose two policies both runs hold: on the tasks all four
     finished, the policy's edge over its control in A and in B (pass-rate points, wins/losses, McNemar p,
     mean tokens and test runs of each) and the per-task difference of the edges, B minus A."""
     rows: list[dict[str, Any]] = []
-    for policy, control in CONTROL_PAIRS:
+    for policy, control in control_pairs():
         if not all(name in run for run in (a, b) for name in (policy, control)):
             continue
         ids = sorted(set(a[policy]) & set(a[control]) & set(b[policy]) & set(b[control]))

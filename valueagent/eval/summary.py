@@ -5,7 +5,7 @@ pass rate). Comparisons are *paired* on the tasks both policies finished: McNema
 discordant tasks, a percentile bootstrap over tasks of the pass-rate difference, and the same bootstrap
 for the cost differences. p-values are also given Holm-adjusted over the comparisons of one reference.
 ``controls`` pairs each value-reading or steered policy with its control at matched cost
-(:data:`CONTROL_PAIRS`), the same way, Holm-adjusted over those pairs.
+(:func:`control_pairs`), the same way, Holm-adjusted over those pairs.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from valueagent.eval.records import READING_DEFINITION, RunResults, TaskRecord, 
 from valueagent.stats import holm, paired_bootstrap_diff, paired_outcomes, wilson
 
 __all__ = [
-    "CONTROL_PAIRS",
+    "control_pairs",
     "SUMMARY_FILE",
     "SUMMARY_SCHEMA",
     "holm",
@@ -63,17 +63,13 @@ def policy_stats(records: Sequence[TaskRecord]) -> dict[str, Any]:
     }
 
 
-CONTROL_PAIRS = (
-    ("value", "random-gate"), ("value", "logprob-gate"), ("value", "always-test"),
-    ("value+logprob", "logprob-gate"),
-    ("value-branch", "random-branch"), ("value-branch", "logprob-branch"),
-    ("steer-high", "always-test"), ("steer-low", "always-test"),
-    ("value-rank", "random-rank"), ("value-rank", "logprob-rank"),
-    ("value-seq", "random-seq"), ("value-seq", "logprob-seq"),
-    ("value-stop", "random-stop"), ("value-stop", "confidence-stop"),
-)
-"""(policy that reads or steers along the axis, its control): the control spends the same kind of budget —
-the same gate at a random or log-prob signal, or the unsteered always-test for the steered policies."""
+def control_pairs() -> tuple[tuple[str, str], ...]:
+    """(policy that reads or steers along the axis, its control) as the policies declare them
+    (``PolicySpec.controls``; plugins' too): the control spends the same kind of budget — the same gate at a
+    random or log-prob signal, the unsteered always-test for the steered policies, the same search action."""
+    from valueagent.agent.policies import control_pairs as declared
+
+    return declared()
 
 
 def paired_comparison(
@@ -126,7 +122,7 @@ def summarize(
     policies = run.policies
     others = [(reference, other) for other in policies if other != reference] if reference in run.by_policy else []
     comparisons = _paired_rows(run, others, n_boot=n_boot, seed=seed)
-    controls = _paired_rows(run, CONTROL_PAIRS, n_boot=n_boot, seed=seed)
+    controls = _paired_rows(run, control_pairs(), n_boot=n_boot, seed=seed)
     return {
         "schema": SUMMARY_SCHEMA,
         "source": run.source,
