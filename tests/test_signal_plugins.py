@@ -80,3 +80,6 @@ def test_a_plugin_rank_policy_runs_live(plugin: str, tmp_path: Path, tiny_model:
     assert res.exit_code == 0, res.output
     (record,) = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert record["policy"] == "brevity-rank" and len(record["candidates"]) == 8
+    from valueagent.eval.summary import control_pairs
+
+    assert {("brevity-rank", "random-rank"), ("brevity-rank", "logprob-rank")} <= set(control_pairs())
