@@ -182,7 +182,7 @@ def test_embedding_doc_runs_with_a_fake_backend(
 
 def test_graph_modules_import_without_loading_weights() -> None:
     config = json.loads((ROOT / "langgraph.json").read_text())
-    assert len(config["graphs"]) == 8
+    assert len(config["graphs"]) == 9  # the original eight and `agent`, every registered policy by config
     code = (
         "import importlib.util, sys, json\n"
         "for name, ref in json.load(open('langgraph.json'))['graphs'].items():\n"
