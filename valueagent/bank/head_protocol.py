@@ -299,6 +299,11 @@ def export_axis(doc: Mapping[str, Any], heads: Mapping[str, Head], fit_bank: Ban
     direction = head.direction()
     feats = features_manifest(fit_bank.root)
     n_layers = int(load_features(fit_bank.root, fit_bank.tasks[0]["task_id"]).mean.shape[1]) - 1
+    if head.spec.layers[0] >= n_layers:  # hidden_states[L] of the last layer has the final norm applied
+        return {"path": None, "head": name, "layer": head.spec.layers[0],
+                "skipped": f"layer {n_layers} is the final, normed hidden state, and a live reading hooks the "
+                           "residual before the final norm: a head fitted there would be read on other numbers; "
+                           "no axis written (a head of an earlier layer exports)"}
     tests = {label: t["signals"][name] for label, t in doc["tests"].items()}
     axis = ValueAxis(direction=direction.astype(np.float32), layer=head.spec.layers[0],
                      model_id=fit_bank.manifest.model_id, hidden_size=len(direction), num_layers=n_layers,

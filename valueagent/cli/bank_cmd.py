@@ -310,6 +310,8 @@ def heads_cmd(
         from valueagent.bank.head_protocol import export_axis as export
 
         doc["exported_axis"] = export(doc, heads, fit, export_axis)
+        if doc["exported_axis"].get("skipped"):
+            typer.secho(f"no axis exported: {doc['exported_axis']['skipped']}", fg=typer.colors.YELLOW, err=True)
     write_heads_report(doc, output)
     typer.echo(render(doc))
 
