@@ -22,7 +22,7 @@ which is what a best-of-N ranker sees; for a linear head it changes no ranking w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,8 +32,6 @@ from valueagent.bank.encode import check_encoded, load_features
 from valueagent.bank.store import Bank
 from valueagent.signals import FIXED
 from valueagent.stats import auroc
-
-Scorer = Callable[["SampleSet"], np.ndarray]
 
 __all__ = ["Head", "HeadSpec", "SampleSet", "fit_head", "load_samples", "within_task_auroc"]
 
