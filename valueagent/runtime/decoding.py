@@ -153,8 +153,114 @@ def _pad_cache_left(cache: Any, width: int) -> list[tuple[torch.Tensor, torch.Te
     return layers
 
 
-class DecodeBatch:
-    """The rows decoding together, their KV cache, attention mask and last positions."""
+class RowBatch:
+    """The rows decoding together, whatever runs them: each step records every row's pending token, feeds the
+    tokens to the model (``_feed``: the subclass's), reads their values, ends rows (eos, stop strings, length,
+    an in-decode abort) and samples the next tokens with :func:`sample_next`, so that a seed means the same
+    thing on every backend. ``reading``: whether values are read (an axis is loaded and reading is on)."""
+
+    def __init__(self, *, decode: Callable[[list[int]], str], layer: int | None, reading: bool,
+                 eos: set[int]) -> None:
+        self._decode, self.layer, self.reading, self.eos = decode, layer, reading, eos
+        self.rows: list[Row] = []
+        self.pending = torch.zeros((0,), dtype=torch.long)  # (B,) sampled, not yet recorded
+        self.pending_lp = torch.zeros((0, 2 + TOP_K))  # (B, 2 + k): log-prob, entropy, top-k log-probs
+
+    # -- the subclass's ------------------------------------------------------------------------------
+    def admit(self, rows: list[Row], prompts: list[list[int]], store: PrefixStore | None = None) -> None:
+        """Prefill ``rows`` (their ``prompts``) and add them to the batch with their first tokens sampled."""
+        raise NotImplementedError
+
+    def _feed(self) -> tuple[torch.Tensor, list[float] | None, torch.Tensor | None]:
+        """Run the pending token of every row: ``(logits (B, V), values (B,) or None, residuals (B, H) or
+        None)``, values and residuals at the axis layer, before steering."""
+        raise NotImplementedError
+
+    def _drop(self, keep: list[int], store: PrefixStore | None) -> None:
+        """Release the model state of every row not in ``keep`` (indices of rows that go on)."""
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------------------
+    def _start(self, rows: list[Row], logits: torch.Tensor) -> None:
+        """Sample the first tokens of freshly prefilled ``rows`` (``logits``: (B, V) at their last prompt
+        position) and add them to the batch."""
+        nxt, lp = sample_next(rows, logits)
+        self.rows.extend(rows)
+        self.pending = torch.cat([self.pending, nxt])
+        self.pending_lp = torch.cat([self.pending_lp, lp])
+
+    def step(self, store: PrefixStore | None = None) -> list[tuple[Row, Generation]]:
+        """Record the pending tokens, feed them (reading their values), sample the next; return the
+        rows that finished with their results (they have left the batch)."""
+        for i, row in enumerate(self.rows):
+            if row.finish is not None:  # cancelled by its caller since the last step: leaves, nothing recorded
+                continue
+            t = int(self.pending[i])
+            if t in self.eos and not row.request.ignore_eos:
+                row.finish = "eos"
+            else:
+                stats = self.pending_lp[i].tolist()
+                row.toks.append(t)
+                row.lps.append(stats[0])
+                row.ents.append(stats[1])
+                row.tops.append(stats[2:])
+        done = self._remove_finished(store)
+        if not self.rows:
+            return done
+        logits, values, hidden = self._feed()
+        if self.reading and values is not None:
+            for row, v in zip(self.rows, values, strict=True):
+                row.vals.append(float(v))
+            if hidden is not None and any(r.request.hidden_mean for r in self.rows):
+                for i, row in enumerate(self.rows):
+                    if row.request.hidden_mean:
+                        h = hidden[i].detach().float().cpu()
+                        row.hsum = h.clone() if row.hsum is None else row.hsum + h
+        for row in self.rows:
+            if row.on_token is not None:
+                row.on_token(row)
+            r = row.request
+            if r.stop and any(s in self._decode(row.toks) for s in r.stop):
+                row.finish = "stop"
+            elif len(row.toks) >= r.max_new_tokens:
+                row.finish = "length"
+            elif r.abort_below is not None and _window_low(row, *r.abort_below):
+                row.finish = "abort"
+        self.pending, self.pending_lp = sample_next(self.rows, logits)
+        return done + self._remove_finished(store)
+
+    def _remove_finished(self, store: PrefixStore | None = None) -> list[tuple[Row, Generation]]:
+        keep = [i for i, r in enumerate(self.rows) if r.finish is None]
+        if len(keep) == len(self.rows):
+            return []
+        self._drop(keep, store)
+        done = [(r, self._result(r)) for r in self.rows if r.finish is not None]
+        self.rows = [self.rows[i] for i in keep]
+        idx = torch.tensor(keep, dtype=torch.long)
+        self.pending, self.pending_lp = self.pending[idx], self.pending_lp[idx]
+        return done
+
+    def _result(self, row: Row) -> Generation:
+        assert row.finish is not None
+        return Generation(
+            text=self._decode(row.toks),
+            token_ids=row.toks,
+            logprobs=row.lps,
+            values=row.vals if self.reading else [],
+            layer=self.layer,
+            prompt_tokens=row.prompt_len,
+            finish_reason=row.finish,
+            steer=row.request.steer,
+            tokens=[self._decode([t]) for t in row.toks],
+            cached_prompt_tokens=row.cached,
+            entropies=row.ents,
+            top_logprobs=row.tops,
+            hidden_mean=(row.hsum / max(len(row.vals), 1)).tolist() if row.hsum is not None else None,
+        )
+
+
+class DecodeBatch(RowBatch):
+    """The transformers batch: the rows' KV cache, attention mask and last positions, left-padded together."""
 
     def __init__(
         self,
@@ -168,14 +274,13 @@ class DecodeBatch:
         pad: int,
         device: torch.device,
     ) -> None:
-        self.model, self._forward, self._decode = model, forward, decode
-        self.hook, self.layer, self.eos, self.pad, self.device = hook, layer, eos, pad, device
-        self.rows: list[Row] = []
+        super().__init__(decode=decode, layer=layer if hook is not None else None,
+                         reading=hook is not None and hook.read, eos=eos)
+        self.model, self._forward = model, forward
+        self.hook, self.pad, self.device = hook, pad, device
         self.cache: Any = None
         self.mask = torch.zeros((0, 0), dtype=torch.long, device=device)  # (B, T)
         self.pos = torch.zeros((0, 1), dtype=torch.long, device=device)  # (B, 1) last position
-        self.pending = torch.zeros((0,), dtype=torch.long)  # (B,) sampled, not yet recorded
-        self.pending_lp = torch.zeros((0, 2 + TOP_K))  # (B, 2 + k): log-prob, entropy, top-k log-probs
 
     def _run(self, rows: list[Row], ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> Any:
         if self.hook is None or self.layer is None:
@@ -222,138 +327,76 @@ class DecodeBatch:
 
     def _merge(self, rows: list[Row], logits: torch.Tensor, cache: Any, mask: torch.Tensor,
                last: torch.Tensor) -> None:
-        """Sample the first tokens of freshly prefilled ``rows`` (``logits``: (B, V) at their last prompt
-        position) and join their cache to the batch's."""
-        nxt, lp = self._sample(rows, logits)
+        """Join freshly prefilled ``rows`` (their cache, mask and last positions) to the batch's and sample their
+        first tokens from ``logits`` (B, V)."""
         if not self.rows:
-            self.rows, self.cache, self.mask, self.pos = list(rows), cache, mask, last
-            self.pending, self.pending_lp = nxt, lp
-            return
-        t = max(self.mask.shape[1], mask.shape[1])
-        a, b = _pad_cache_left(self.cache, t), _pad_cache_left(cache, t)
-        merged = [(torch.cat([ka, kb]), torch.cat([va, vb])) for (ka, va), (kb, vb) in zip(a, b, strict=True)]
-        self.cache = DynamicCache(ddp_cache_data=merged, config=self.model.config)
-        self.mask = torch.cat([F.pad(self.mask, (t - self.mask.shape[1], 0)), F.pad(mask, (t - mask.shape[1], 0))])
-        self.pos = torch.cat([self.pos, last])
-        self.pending = torch.cat([self.pending, nxt])
-        self.pending_lp = torch.cat([self.pending_lp, lp])
-        self.rows.extend(rows)
+            self.cache, self.mask, self.pos = cache, mask, last
+        else:
+            t = max(self.mask.shape[1], mask.shape[1])
+            a, b = _pad_cache_left(self.cache, t), _pad_cache_left(cache, t)
+            merged = [(torch.cat([ka, kb]), torch.cat([va, vb])) for (ka, va), (kb, vb) in zip(a, b, strict=True)]
+            self.cache = DynamicCache(ddp_cache_data=merged, config=self.model.config)
+            self.mask = torch.cat([F.pad(self.mask, (t - self.mask.shape[1], 0)),
+                                   F.pad(mask, (t - mask.shape[1], 0))])
+            self.pos = torch.cat([self.pos, last])
+        self._start(rows, logits)
 
     def row_kv(self, i: int, length: int) -> KV:
         """A copy of the last ``length`` cached positions of row ``i`` (its tokens: rows are right-aligned)."""
         return [(layer.keys[i : i + 1, :, -length:].clone(), layer.values[i : i + 1, :, -length:].clone())
                 for layer in self.cache.layers]
 
-    def step(self, store: PrefixStore | None = None) -> list[tuple[Row, Generation]]:
-        """Record the pending tokens, feed them (reading their values), sample the next; return the
-        rows that finished with their results (they have left the batch)."""
-        for i, row in enumerate(self.rows):
-            if row.finish is not None:  # cancelled by its caller since the last step: leaves, nothing recorded
-                continue
-            t = int(self.pending[i])
-            if t in self.eos and not row.request.ignore_eos:
-                row.finish = "eos"
-            else:
-                stats = self.pending_lp[i].tolist()
-                row.toks.append(t)
-                row.lps.append(stats[0])
-                row.ents.append(stats[1])
-                row.tops.append(stats[2:])
-        done = self._remove_finished(store)
-        if not self.rows:
-            return done
+    def _feed(self) -> tuple[torch.Tensor, list[float] | None, torch.Tensor | None]:
         b = len(self.rows)
         self.mask = torch.cat([self.mask, torch.ones((b, 1), dtype=self.mask.dtype, device=self.device)], dim=1)
         self.pos = self.pos + 1
         out = self._run(self.rows, self.pending[:, None].to(self.device), self.mask, self.pos, self.cache)
         self.cache = cache_of(out)
-        if self.hook is not None and self.hook.read and self.hook.last is not None:
-            for row, v in zip(self.rows, self.hook.last[:, -1].tolist(), strict=True):
-                row.vals.append(float(v))
-            if self.hook.last_hidden is not None and any(r.request.hidden_mean for r in self.rows):
-                for i, row in enumerate(self.rows):
-                    if row.request.hidden_mean:
-                        h = self.hook.last_hidden[i].detach().float().cpu()
-                        row.hsum = h.clone() if row.hsum is None else row.hsum + h
-        for row in self.rows:
-            if row.on_token is not None:
-                row.on_token(row)
-            r = row.request
-            if r.stop and any(s in self._decode(row.toks) for s in r.stop):
-                row.finish = "stop"
-            elif len(row.toks) >= r.max_new_tokens:
-                row.finish = "length"
-            elif r.abort_below is not None and _window_low(row, *r.abort_below):
-                row.finish = "abort"
-        self.pending, self.pending_lp = self._sample(self.rows, out.logits[:, -1, :])
-        return done + self._remove_finished(store)
+        hook = self.hook
+        if hook is None or not hook.read or hook.last is None:
+            return out.logits[:, -1, :], None, None
+        return out.logits[:, -1, :], hook.last[:, -1].tolist(), hook.last_hidden
 
-    def _remove_finished(self, store: PrefixStore | None = None) -> list[tuple[Row, Generation]]:
-        keep = [i for i, r in enumerate(self.rows) if r.finish is None]
-        if len(keep) == len(self.rows):
-            return []
+    def _drop(self, keep: list[int], store: PrefixStore | None) -> None:
         if store is not None:  # every recorded token has been fed: the cache holds prompt + toks
             for i, r in enumerate(self.rows):
                 if r.finish is not None and r.alpha == 0 and r.prompt_ids:
                     ids = (*r.prompt_ids, *r.toks)
                     store.put(ids, self.row_kv(i, len(ids)))
-        done = [(r, self._result(r)) for r in self.rows if r.finish is not None]
-        self.rows = [self.rows[i] for i in keep]
         if not keep:
-            self.cache, self.mask = None, self.mask[:0]
-            self.pos, self.pending, self.pending_lp = self.pos[:0], self.pending[:0], self.pending_lp[:0]
-            return done
+            self.cache, self.mask, self.pos = None, self.mask[:0], self.pos[:0]
+            return
         idx = torch.tensor(keep, device=self.device)
         self.cache.batch_select_indices(idx)
         self.mask, self.pos = self.mask[idx], self.pos[idx]
-        self.pending, self.pending_lp = self.pending[idx.cpu()], self.pending_lp[idx.cpu()]
         # Drop left columns that are padding for every remaining row (they only cost compute).
         lead = int((self.mask.cumsum(-1) == 0).sum(-1).min())
         if lead > 0:
             cropped = [(k[:, :, lead:], v[:, :, lead:]) for k, v in _pad_cache_left(self.cache, self.mask.shape[1])]
             self.cache = DynamicCache(ddp_cache_data=cropped, config=self.model.config)
             self.mask = self.mask[:, lead:]
-        return done
 
-    def _result(self, row: Row) -> Generation:
-        assert row.finish is not None
-        return Generation(
-            text=self._decode(row.toks),
-            token_ids=row.toks,
-            logprobs=row.lps,
-            values=row.vals if self.hook is not None and self.hook.read else [],
-            layer=self.layer if self.hook is not None else None,
-            prompt_tokens=row.prompt_len,
-            finish_reason=row.finish,
-            steer=row.request.steer,
-            tokens=[self._decode([t]) for t in row.toks],
-            cached_prompt_tokens=row.cached,
-            entropies=row.ents,
-            top_logprobs=row.tops,
-            hidden_mean=(row.hsum / max(len(row.vals), 1)).tolist() if row.hsum is not None else None,
-        )
 
-    @staticmethod
-    def _sample(rows: list[Row], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next token per row (greedy or seeded nucleus sampling) and its statistics ``(B, 2 + TOP_K)``:
-        the model's log-probability of it, the entropy of the distribution and its top-k log-probabilities
-        (all at temperature 1). A row's first token never is one of its request's ``exclude_first``."""
-        cpu = logits.detach().float().to("cpu")  # (B, V)
-        logp = torch.log_softmax(cpu, dim=-1)
-        out = torch.empty(cpu.shape[0], dtype=torch.long)
-        for i, row in enumerate(rows):
-            r = row.request
-            scores = cpu[i]
-            if r.exclude_first and not row.toks:
-                scores = scores.clone()
-                scores[list(r.exclude_first)] = float("-inf")
-            if r.temperature == 0:
-                out[i] = int(scores.argmax())
-                continue
-            probs = torch.softmax(scores / r.temperature, dim=-1)
-            if r.top_p < 1.0:
-                probs = _nucleus(probs, r.top_p)
-            out[i] = int(torch.multinomial(probs, 1, generator=row.gen))
-        entropy = -(logp.exp() * logp).nan_to_num().sum(-1)  # (B,)
-        stats = torch.cat([logp.gather(1, out[:, None]), entropy[:, None], logp.topk(TOP_K, dim=-1).values], 1)
-        return out, stats
+def sample_next(rows: list[Row], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next token per row (greedy or seeded nucleus sampling) and its statistics ``(B, 2 + TOP_K)``:
+    the model's log-probability of it, the entropy of the distribution and its top-k log-probabilities
+    (all at temperature 1). A row's first token never is one of its request's ``exclude_first``."""
+    cpu = logits.detach().float().to("cpu")  # (B, V)
+    logp = torch.log_softmax(cpu, dim=-1)
+    out = torch.empty(cpu.shape[0], dtype=torch.long)
+    for i, row in enumerate(rows):
+        r = row.request
+        scores = cpu[i]
+        if r.exclude_first and not row.toks:
+            scores = scores.clone()
+            scores[list(r.exclude_first)] = float("-inf")
+        if r.temperature == 0:
+            out[i] = int(scores.argmax())
+            continue
+        probs = torch.softmax(scores / r.temperature, dim=-1)
+        if r.top_p < 1.0:
+            probs = _nucleus(probs, r.top_p)
+        out[i] = int(torch.multinomial(probs, 1, generator=row.gen))
+    entropy = -(logp.exp() * logp).nan_to_num().sum(-1)  # (B,)
+    stats = torch.cat([logp.gather(1, out[:, None]), entropy[:, None], logp.topk(TOP_K, dim=-1).values], 1)
+    return out, stats
