@@ -83,7 +83,7 @@ def manifest_for(backend: ValueBackend, spec: BankSpec, prompt: PromptConfig, ta
         quantization=info.quantization, axis=info.axis, axis_layer=info.axis_layer, axis_sha256=info.axis_sha256,
         samples=spec.samples, temperature=spec.temperature, top_p=spec.top_p, seed=spec.seed, seed_rule=SEED_RULE,
         max_new_tokens=spec.max_new_tokens, prefill=prompt.prefill, stop=tuple(prompt.stop), top_k=TOP_K,
-        tasks_source=tasks_source,
+        tasks_source=tasks_source, backend=info.backend,
     )
 
 
@@ -108,7 +108,7 @@ def check_resume(root: Path, manifest: BankManifest, resume: bool) -> set[str]:
     old = read_manifest(root)
     if diff := old.differences(manifest):
         raise BankError(f"{root} was built with other settings ({', '.join(diff)} differ): resume it with the "
-                        "same model, axis, quantization and sampling, or choose another --output-dir")
+                        "same model, backend, axis, quantization and sampling, or choose another --output-dir")
     return done_task_ids(root)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from valueagent.bank.report import plot_frontier
 from valueagent.bank.store import BankError
+from valueagent.runtime.generation import precision_label
 from valueagent.stats import difference_of_differences, holm, mcnemar_exact, paired_bootstrap_diff
 
 # (policy read by the axis, its control at matched cost): same action, same tokens and test budget.
@@ -135,8 +136,8 @@ def render_markdown(cmp: Mapping[str, Any]) -> str:
     lines = [f"# Replays compared: {' vs '.join(labels)} ({cmp['eval_tasks']} eval tasks, same tasks)", ""]
     for rep in cmp["replays"]:
         m = rep["manifest"]
-        lines.append(f"- **{rep['label']}**: `{rep['bank']}`: {m['model_id']} ({m['weights']}; arithmetic "
-                     f"{m['dtype']}{', int8 decoding' if m['quantization'] == 'int8' else ''}), axis layer "
+        lines.append(f"- **{rep['label']}**: `{rep['bank']}`: {m['model_id']} ({m['weights']}; "
+                     f"{precision_label(m['dtype'], m['quantization'], m.get('backend'))}), axis layer "
                      f"{m['axis_layer']}, N={m['samples']}, calibration {rep['split']['calibration']} tasks")
     lines += ["", "## Signals: does the reading pick the passing sample? (fresh samples, eval split)", "",
               "| signal | " + " | ".join(f"{lab} AUROC [95% CI] | {lab} within-task | {lab} top-1 %"

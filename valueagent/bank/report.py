@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from valueagent.runtime.generation import precision_label
+
 FRONTIER_SIGNALS = ("value", "logprob", "confidence", "probe", "value+logprob", "random")
 MAIN = ("single", "always-test", "oracle", "value-rank", "logprob-rank", "confidence-rank", "probe-rank",
         "value+logprob-rank", "random-rank", "order-rank", "value-top1", "logprob-top1", "confidence-top1",
@@ -48,8 +50,8 @@ def signal_rows(result: Mapping[str, Any]) -> list[str]:
 
 def render_text(result: Mapping[str, Any]) -> str:
     m = result["manifest"]
-    head = (f"bank {result['bank']}: {m['model_id']} ({m['weights']}; arithmetic {m['dtype']}"
-            f"{', int8 decoding' if m['quantization'] == 'int8' else ''}), N={m['samples']}, "
+    head = (f"bank {result['bank']}: {m['model_id']} ({m['weights']}; "
+            f"{precision_label(m['dtype'], m['quantization'], m.get('backend'))}), N={m['samples']}, "
             f"calibration {result['split']['calibration']} tasks, eval {result['split']['eval']} tasks, "
             f"replayed in {result['replay_s']} s")
     a = result["answers"]

@@ -48,6 +48,7 @@ class BankManifest:
     stop: tuple[str, ...]
     top_k: int
     tasks_source: str
+    backend: str = "transformers"  # the engine that decoded (banks before the llama.cpp backend: transformers)
     format: int = FORMAT
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -15,6 +15,7 @@ from valueagent.cli import checks, gates
 from valueagent.cli.common import (
     ANSWER_TOKENS_OPT,
     AXIS_OPT,
+    BACKEND_OPT,
     DEVICE_OPT,
     DTYPE_OPT,
     MAX_BACKTRACKS_OPT,
@@ -62,6 +63,7 @@ def run(
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     quantize: str | None = QUANTIZE_OPT,
+    engine: str = BACKEND_OPT,
     prefix_cache_mb: int = PREFIX_CACHE_OPT,
     gate_config: Annotated[Path | None, typer.Option("--gate-config", help=GATE_CONFIG_HELP)] = None,
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help=UNCALIBRATED_HELP)] = False,
@@ -97,7 +99,7 @@ def run(
     budgets = Budgets(backtracks=max_backtracks, test_runs=max_test_runs, revisions=max_revisions,
                       tokens=max_tokens)
     backend = load_backend_or_fail(model, axis, device, dtype, max_batch=max(8, concurrency), quantize=quantize,
-                                   prefix_cache_mb=prefix_cache_mb)
+                                   prefix_cache_mb=prefix_cache_mb, engine=engine)
     checks.axis_reading(names, backend.info(), model=model)
     meta["model"] = asdict(backend.info())
     gate = gates.confirm(gate, backend.info(), model=model, axis=axis)

@@ -13,6 +13,7 @@ import typer
 
 from valueagent.cli.common import (
     AXIS_OPT,
+    BACKEND_OPT,
     DEVICE_OPT,
     DTYPE_OPT,
     MODEL_OPT,
@@ -54,6 +55,7 @@ def build(
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     quantize: str | None = QUANTIZE_OPT,
+    engine: str = BACKEND_OPT,
     workers: int = WORKERS_OPT,
 ) -> None:
     """Sample the greedy answer and N fresh samples for every task, with per-token value, log-prob,
@@ -80,7 +82,7 @@ def build(
     from valueagent.sandbox import Sandbox
 
     backend = load_backend_or_fail(model, axis, device, dtype, max_batch=(samples + 1) * concurrency,
-                                   quantize=quantize, prefix_cache_mb=prefix_cache_mb)
+                                   quantize=quantize, prefix_cache_mb=prefix_cache_mb, engine=engine)
     from valueagent.agent.prompts import PromptConfig
     from valueagent.benchmarks import BENCHMARKS
 

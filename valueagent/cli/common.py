@@ -24,6 +24,11 @@ QUANTIZE_OPT = typer.Option(
     None, "--quantize", help="int8: decode through int8 linear layers (CPU, ~2-3x faster decoding; "
     "prompts stay float32; see valueagent.runtime.quant). Default: off."
 )
+BACKEND_OPT = typer.Option(
+    "auto", "--backend", help="The engine of a local model: llama (llama.cpp over the GGUF: the embedded models and "
+    ".gguf files), hf (transformers), auto (llama where it can serve the model as asked: no --quantize, --dtype or "
+    "--device; else hf). Recorded in config.json and bank manifests."
+)
 
 # Budgets and pools shared by `run` and `eval humaneval` (the same defaults as agent.state.Budgets).
 MAX_BACKTRACKS_OPT = typer.Option(2, "--max-backtracks", min=0, help="Backtracks per task.")
@@ -81,7 +86,7 @@ class OneLineErrors(TyperGroup):
 
 def load_backend_or_fail(
     model: str, axis: str | None, device: str | None, dtype: str | None, *, random_axis_ok: bool = False,
-    max_batch: int = 8, quantize: str | None = None, prefix_cache_mb: int = 1024,
+    max_batch: int = 8, quantize: str | None = None, prefix_cache_mb: int = 1024, engine: str = "auto",
 ) -> Any:  # what valueagent.runtime.backend.load_backend returns (in-process or HTTP backend)
     """Load a backend; turn known configuration errors into clean CLI errors. ``max_batch``: rows decoded
     together (commands running C tasks at once pass ``max(8, C)`` so every task in flight can join).
@@ -94,8 +99,8 @@ def load_backend_or_fail(
     axis_arg = None if axis in (None, "none", "") else axis
     try:
         backend: Any = load_backend(model, axis=axis_arg, device=device, dtype=dtype, max_batch=max_batch,
-                               quantize=quantize, prefix_cache_mb=prefix_cache_mb)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+                               quantize=quantize, prefix_cache_mb=prefix_cache_mb, backend=engine)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError, ImportError) as exc:
         fail(str(exc))
     if backend.axis is None and random_axis_ok:
         import numpy as np

@@ -17,6 +17,7 @@ from valueagent.cli import checks, gates
 from valueagent.cli.common import (
     ANSWER_TOKENS_OPT,
     AXIS_OPT,
+    BACKEND_OPT,
     DEVICE_OPT,
     DTYPE_OPT,
     MAX_BACKTRACKS_OPT,
@@ -52,25 +53,25 @@ def _console() -> Any:
 
 def make_backend(
     model: str, axis: str | None, device: str | None, dtype: str | None, max_batch: int = 8,
-    quantize: str | None = None, prefix_cache_mb: int = 1024,
+    quantize: str | None = None, prefix_cache_mb: int = 1024, engine: str = "auto",
 ) -> Any:
     """The backend ``eval humaneval`` runs on (tests replace this function with a scripted fake)."""
     from valueagent.cli.common import load_backend_or_fail
 
     return load_backend_or_fail(model, axis, device, dtype, max_batch=max_batch, quantize=quantize,
-                                prefix_cache_mb=prefix_cache_mb)
+                                prefix_cache_mb=prefix_cache_mb, engine=engine)
 
 
 def make_ray_backend(
     model: str, axis: str | None, device: str | None, dtype: str | None, max_batch: int = 8,
-    quantize: str | None = None, prefix_cache_mb: int = 1024, *, address: str | None = None,
+    quantize: str | None = None, prefix_cache_mb: int = 1024, engine: str = "auto", *, address: str | None = None,
     replicas: int | None = None,
 ) -> Any:
     """``--ray``: model replicas on a Ray cluster behind one backend (valueagent.runtime.ray_backend)."""
     from valueagent.runtime.ray_backend import ReplicaSpec, start_replicas
 
     spec = ReplicaSpec(model=model, axis=None if axis in ("none", "") else axis, device=device, dtype=dtype,
-                       max_batch=max_batch, quantize=quantize, prefix_cache_mb=prefix_cache_mb)
+                       max_batch=max_batch, quantize=quantize, prefix_cache_mb=prefix_cache_mb, engine=engine)
     try:
         return start_replicas(spec, address=address, replicas=replicas)
     except (ImportError, ValueError) as exc:
@@ -96,6 +97,7 @@ def run_benchmark(
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     quantize: str | None = QUANTIZE_OPT,
+    engine: str = BACKEND_OPT,
     prefix_cache_mb: int = PREFIX_CACHE_OPT,
     gate_config: Annotated[Path | None, typer.Option("--gate-config", help=GATE_CONFIG_HELP)] = None,
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help=UNCALIBRATED_HELP)] = False,
@@ -154,10 +156,10 @@ def run_benchmark(
     gate = gates.choose(gate_config, settings.policies, model=model, axis=axis, uncalibrated=uncalibrated)
     gates.disjoint(gate, selected)
     if use_ray:
-        backend = make_ray_backend(model, axis, device, dtype, max(8, concurrency), quantize, prefix_cache_mb,
+        backend = make_ray_backend(model, axis, device, dtype, max(8, concurrency), quantize, prefix_cache_mb, engine,
                                    address=address, replicas=replicas)
     else:
-        backend = make_backend(model, axis, device, dtype, max(8, concurrency), quantize, prefix_cache_mb)
+        backend = make_backend(model, axis, device, dtype, max(8, concurrency), quantize, prefix_cache_mb, engine)
     checks.axis_reading(settings.policies, backend.info(), model=model)
     gate = gates.confirm(gate, backend.info(), model=model, axis=axis)
     settings = replace(settings, gate_config=gate.path)

@@ -13,6 +13,7 @@ import typer
 from valueagent.cli import checks
 from valueagent.cli.common import (
     AXIS_OPT,
+    BACKEND_OPT,
     DEVICE_OPT,
     DTYPE_OPT,
     MODEL_OPT,
@@ -45,12 +46,13 @@ def info(
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     quantize: str | None = QUANTIZE_OPT,
+    engine: str = BACKEND_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Model id, layers, hidden size, dtype (the arithmetic), weights (their precision as loaded: the embedded
     models are Q4_K_M GGUFs dequantized at load), device, the value axis and what the backend can do."""
     checks.axis(axis, model=model)
-    backend = load_backend_or_fail(model, axis, device, dtype, quantize=quantize)
+    backend = load_backend_or_fail(model, axis, device, dtype, quantize=quantize, engine=engine)
     data = asdict(backend.info())
     if as_json:
         typer.echo(json.dumps(data))
@@ -69,6 +71,7 @@ def generate(
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     quantize: str | None = QUANTIZE_OPT,
+    engine: str = BACKEND_OPT,
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
     steer: float = typer.Option(0.0, "--steer", help="Steering as a fraction of the mean residual norm "
                                 "(0.168 = 16.8%; at most ±1)."),
@@ -82,7 +85,7 @@ def generate(
 
     checks.steer(steer)
     checks.axis(axis, model=model)
-    backend = load_backend_or_fail(model, axis, device, dtype, quantize=quantize)
+    backend = load_backend_or_fail(model, axis, device, dtype, quantize=quantize, engine=engine)
     if steer != 0 and backend.axis is None:
         fail("--steer needs a value axis, and none is loaded for this model: pass --axis PATH")
     req = GenerationRequest(
@@ -213,6 +216,7 @@ def bench(
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     quantize: str | None = QUANTIZE_OPT,
+    engine: str = BACKEND_OPT,
     tokens: int = typer.Option(64, "--tokens", min=8, help="Tokens decoded per measurement."),
     repeats: int = typer.Option(3, "--repeats", min=1, help="Interleaved repeats; medians are reported."),
     as_json: bool = typer.Option(False, "--json"),
@@ -220,7 +224,8 @@ def bench(
     """Decode throughput: plain, reading values, reading + steering, and 1 vs 4 concurrent requests."""
     from valueagent.runtime.benchmark import run_bench
 
-    backend = load_backend_or_fail(model, axis, device, dtype, random_axis_ok=True, quantize=quantize)
+    backend = load_backend_or_fail(model, axis, device, dtype, random_axis_ok=True, quantize=quantize,
+                                   engine=engine)
     report = run_bench(backend, tokens=tokens, repeats=repeats, progress=lambda m: print(m, file=sys.stderr))
     backend.close()
     if as_json:

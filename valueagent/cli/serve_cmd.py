@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from valueagent.cli.common import AXIS_OPT, DEVICE_OPT, DTYPE_OPT, MODEL_OPT, QUANTIZE_OPT, fail, load_backend_or_fail
+from valueagent.cli.common import (
+    AXIS_OPT,
+    BACKEND_OPT,
+    DEVICE_OPT,
+    DTYPE_OPT,
+    MODEL_OPT,
+    QUANTIZE_OPT,
+    fail,
+    load_backend_or_fail,
+)
 
 
 def serve(
@@ -13,6 +22,7 @@ def serve(
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     quantize: str | None = QUANTIZE_OPT,
+    engine: str = BACKEND_OPT,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind. Anything but loopback needs --token."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
     token: str | None = typer.Option(None, "--token", envvar="VALUEAGENT_TOKEN", show_envvar=True,
@@ -37,7 +47,8 @@ def serve(
         check_bind(host, token)
     except ValueError as exc:
         fail(str(exc))
-    backend = load_backend_or_fail(model, axis, device, dtype, max_batch=max_batch, quantize=quantize)
+    backend = load_backend_or_fail(model, axis, device, dtype, max_batch=max_batch, quantize=quantize,
+                                   engine=engine)
     config = ServeConfig(aliases=(model,), token=token or None, max_new_tokens=max_new_tokens, max_queue=max_queue,
                          max_body_bytes=max_body_bytes)
     try:

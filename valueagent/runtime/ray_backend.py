@@ -41,6 +41,7 @@ class ReplicaSpec:
     max_batch: int = 8
     quantize: str | None = None
     prefix_cache_mb: int = 1024
+    engine: str = "auto"  # --backend
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,7 +156,7 @@ class _Replica:
         torch.set_num_threads(threads)
         self.backend = load_backend(spec.model, axis=spec.axis, device=spec.device, dtype=spec.dtype,
                                     max_batch=spec.max_batch, quantize=spec.quantize,
-                                    prefix_cache_mb=spec.prefix_cache_mb)
+                                    prefix_cache_mb=spec.prefix_cache_mb, backend=spec.engine)
 
     def info(self) -> ModelInfo:
         return self.backend.info()
