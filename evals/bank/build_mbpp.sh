@@ -3,8 +3,10 @@
 #   test split (497 tasks after exclusions), N = 8   -> evals/bank/<bank>/test
 #   train+validation (457 tasks), N = 4               -> evals/bank/<bank>/train
 # Usage: evals/bank/build_mbpp.sh embedded|embedded-1.5b [test|train|both|test-reverse|train-reverse]
-# The 0.5B banks decode on transformers with int8 decoding (begun before the llama.cpp backend; a bank never mixes
-# engines); the 1.5B banks on llama.cpp (4-6x the int8 speed, ~1.5 GB a builder instead of ~10-12 GB).
+# Both models' banks decode on transformers with int8 decoding, like their HumanEval banks (a bank never mixes
+# engines): for a bank's batches of 9 sampled rows on one core int8 is the faster engine here (the 1.5B: ~24
+# tokens/s against ~11 on llama.cpp, whose K-quant products scale little with rows; benchmarks/results/llama.json),
+# at ~10 GB a 1.5B builder against ~2.8 GB. ENGINE="--backend llama" builds on llama.cpp instead (a new bank).
 # Each builder writes one file per task; rerunning continues where it stopped. Two builders on the same
 # split meet in the middle (`test-reverse`, `train-reverse` are the second ones).
 set -euo pipefail
@@ -12,9 +14,15 @@ cd "$(dirname "$0")/../.."
 model=${1:?embedded or embedded-1.5b}
 what=${2:-both}
 case "$model" in
-  embedded) name=qwen2.5-coder-0.5b-int8-mbpp; engine=(--backend hf --quantize int8) ;;
-  embedded-1.5b) name=qwen2.5-coder-1.5b-llama-mbpp; engine=(--backend llama) ;;
+  embedded) name=qwen2.5-coder-0.5b ;;
+  embedded-1.5b) name=qwen2.5-coder-1.5b ;;
   *) echo "unknown model $model: embedded or embedded-1.5b" >&2; exit 2 ;;
+esac
+read -r -a engine <<< "${ENGINE:---backend hf --quantize int8}"
+case "${engine[*]}" in
+  "--backend hf --quantize int8") name=$name-int8-mbpp ;;
+  "--backend llama") name=$name-llama-mbpp ;;
+  *) echo "ENGINE: --backend hf --quantize int8 (default) or --backend llama" >&2; exit 2 ;;
 esac
 VA=${VA:-.venv/bin/valueagent}
 root=evals/bank/$name
