@@ -4,9 +4,10 @@
 #   train+validation (457 tasks), N = 4               -> evals/bank/<bank>/train
 # Usage: evals/bank/build_mbpp.sh embedded|embedded-1.5b [test|train|both|test-reverse|train-reverse]
 # Both models' banks decode on transformers with int8 decoding, like their HumanEval banks (a bank never mixes
-# engines): for a bank's batches of 9 sampled rows on one core int8 is the faster engine here (the 1.5B: ~24
-# tokens/s against ~11 on llama.cpp, whose K-quant products scale little with rows; benchmarks/results/llama.json),
-# at ~10 GB a 1.5B builder against ~2.8 GB. ENGINE="--backend llama" builds on llama.cpp instead (a new bank).
+# engines): for a bank's batches of 9 sampled rows int8 is the faster engine on this CPU (a batch of 8 on 2 cores:
+# 69.7 against 58.8 tokens/s for the 0.5B, benchmarks/results/llama.json; a 1.5B llama.cpp builder's first task
+# ran 11 tokens/s on one core beside an encode, the int8 1.5B builders of the HumanEval bank ~24), at ~10 GB a 1.5B
+# builder against ~2.8 GB. ENGINE="--backend llama" builds on llama.cpp instead (a separate bank).
 # Each builder writes one file per task; rerunning continues where it stopped. Two builders on the same
 # split meet in the middle (`test-reverse`, `train-reverse` are the second ones).
 set -euo pipefail
