@@ -102,6 +102,15 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("steer 50", ["generate", "hi", "--steer", "50"], ["--steer 50", "±1", "fraction"]),
     ("steer nan", ["generate", "hi", "--steer", "nan"], ["--steer nan", "not a finite number"]),
     ("steer -inf", ["generate", "hi", "--steer", "-inf"], ["--steer -inf", "not a finite number"]),
+    ("run engine", [*RUN, "--backend", "vllm"], ["--backend vllm", "auto, llama, hf"]),
+    ("eval llama with int8", [*EVAL, "--backend", "llama", "--quantize", "int8"],
+     ["--quantize applies to the transformers path", "--backend hf"]),
+    ("model info llama of a hub id", ["model", "info", "--model", "Qwen/Qwen3-8B", "--backend", "llama"],
+     ["--backend llama runs GGUF files", "--model Qwen/Qwen3-8B"]),
+    ("bank build hf of a gguf", ["bank", "build", "humaneval", "-o", "bank", "--model", "x.gguf", "--backend", "hf"],
+     ["x.gguf is a GGUF file", "--backend llama"]),
+    ("engine of a server", ["model", "info", "--model", "http://127.0.0.1:9", "--backend", "llama"],
+     ["--backend llama applies to local models"]),
 ]
 
 

@@ -84,6 +84,22 @@ class OneLineErrors(TyperGroup):
             raise Exit(1) from None
 
 
+def check_engine(model: str, backend: str, *, quantize: str | None = None, device: str | None = None,
+           dtype: str | None = None) -> None:
+    """``--backend`` against the model and the other model options: one line naming the fix, before anything
+    loads (``auto`` always resolves; an ``http://`` model runs whatever its server runs)."""
+    from valueagent.runtime.backend import resolve_engine, scheme_of
+
+    if scheme_of(model) != "local":
+        if backend != "auto":
+            fail(f"--backend {backend} applies to local models; the server at {model} runs its own")
+        return
+    try:
+        resolve_engine(model, backend, quantize=quantize, device=device, dtype=dtype)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 def load_backend_or_fail(
     model: str, axis: str | None, device: str | None, dtype: str | None, *, random_axis_ok: bool = False,
     max_batch: int = 8, quantize: str | None = None, prefix_cache_mb: int = 1024, engine: str = "auto",
@@ -96,6 +112,7 @@ def load_backend_or_fail(
     """
     from valueagent.runtime.backend import load_backend
 
+    check_engine(model, engine, quantize=quantize, device=device, dtype=dtype)
     axis_arg = None if axis in (None, "none", "") else axis
     try:
         backend: Any = load_backend(model, axis=axis_arg, device=device, dtype=dtype, max_batch=max_batch,

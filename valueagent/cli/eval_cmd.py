@@ -28,6 +28,7 @@ from valueagent.cli.common import (
     PREFIX_CACHE_OPT,
     QUANTIZE_OPT,
     WORKERS_OPT,
+    check_engine,
     fail,
 )
 from valueagent.cli.gates import GATE_CONFIG_HELP, UNCALIBRATED_HELP
@@ -151,6 +152,7 @@ def run_benchmark(
         fail(str(exc))
     checked = checks.policies(check, option="--check") if check else ()
     checks.ray_options(use_ray, address=address, replicas=replicas, model=model)
+    check_engine(model, engine, quantize=quantize, device=device, dtype=dtype)
     checks.axis(axis, model=model)
     checks.output_dir(output_dir, resume=resume)
     gate = gates.choose(gate_config, settings.policies, model=model, axis=axis, uncalibrated=uncalibrated)
