@@ -121,15 +121,9 @@ class HFBackend(BatchingBackend):
     # -- teacher-forced scoring --------------------------------------------------------------------
     @torch.inference_mode()
     def _run_score(self, jobs: list[Job]) -> list[Scored]:
-        from valueagent.runtime.loading import render_chat
-
         rows, starts = [], []
         for j in jobs:
-            assert j.messages is not None and j.completion is not None
-            p = self._encode(render_chat(self.tokenizer, list(j.messages)))
-            c = self._encode(j.completion)
-            if not c:
-                raise ValueError("cannot score an empty completion")
+            p, c = self.score_ids(j)
             rows.append(p + c)
             starts.append(len(p))
         ids, mask = left_pad(rows, self._pad, self._device)

@@ -529,15 +529,9 @@ class LlamaBackend(BatchingBackend):
         return LlamaBatch(self)
 
     def _run_score(self, jobs: list[Job]) -> list[Scored]:
-        from valueagent.runtime.loading import render_chat
-
         out = []
         for j in jobs:
-            assert j.messages is not None and j.completion is not None
-            p = self._encode(render_chat(self.tokenizer, list(j.messages)))
-            c = self._encode(j.completion)
-            if not c:
-                raise ValueError("cannot score an empty completion")
+            p, c = self.score_ids(j)
             ids = p + c
             self._sync_axis()
             self.steer(0.0)

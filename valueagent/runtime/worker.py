@@ -362,6 +362,16 @@ class BatchingBackend:
         assert request.prompt is not None
         return request.prompt + request.assistant_prefix
 
+    def score_ids(self, job: Job) -> tuple[list[int], list[int]]:
+        """A score job's token ids: the chat-rendered prompt's and the completion's (not empty)."""
+        from valueagent.runtime.loading import render_chat
+
+        assert job.messages is not None and job.completion is not None
+        completion = self._encode(job.completion)
+        if not completion:
+            raise ValueError("cannot score an empty completion")
+        return self._encode(render_chat(self.tokenizer, list(job.messages))), completion
+
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
