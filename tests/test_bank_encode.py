@@ -67,3 +67,16 @@ def test_features_of_another_model_or_bank_are_refused(tmp_path: Path, tiny_toke
     (tmp_path / "bank.json").write_text((tmp_path / "bank.json").read_text().replace('"seed": 0', '"seed": 1'))
     with pytest.raises(BankError, match="another bank manifest"):
         features_manifest(tmp_path)
+
+
+def test_reverse_encodes_last_task_first_and_skips_what_another_encoder_wrote(tmp_path: Path,
+                                                                               tiny_tokenizer: Any) -> None:
+    model = build_tiny_qwen3(num_layers=3)
+    one = _bank(tmp_path, [[11, 12], [13]])
+    bank = Bank(tmp_path, one.manifest, tuple({**one.tasks[0], "task_id": f"Mbpp/{n}"} for n in (11, 12, 13)))
+    loaded = SimpleNamespace(model_id="tiny", revision="r1", model=model, tokenizer=tiny_tokenizer, weights="w")
+    order: list[str] = []
+    encode_bank(bank.subset({"Mbpp/11"}), loaded=loaded, prompt_ids=lambda _: [1, 2, 3, 4, 5, 6, 7])  # "the other"
+    written, skipped = encode_bank(bank, loaded=loaded, prompt_ids=lambda _: [1, 2, 3, 4, 5, 6, 7], reverse=True,
+                                   on_task=lambda p: order.append(p["last"]))
+    assert (written, skipped) == (2, 1) and order == ["Mbpp/13", "Mbpp/12"]

@@ -106,8 +106,10 @@ def encode_task(forward: Callable[[list[int], list[list[int]]], Any], prompt_ids
 
 
 def encode_bank(bank: Bank, *, loaded: Any, prompt_ids: Callable[[str], list[int]],
-                on_task: Callable[[dict[str, Any]], None] | None = None) -> tuple[int, int]:
-    """Encode every task of ``bank`` not encoded yet; returns ``(written, skipped)``.
+                on_task: Callable[[dict[str, Any]], None] | None = None, reverse: bool = False) -> tuple[int, int]:
+    """Encode every task of ``bank`` not encoded yet (last task first with ``reverse``: a second process on
+    another core meets the first; each checks a task's file just before encoding it); returns
+    ``(written, skipped)``.
 
     ``loaded`` is a :class:`valueagent.runtime.loading.LoadedModel` of the bank's model (checked by id and
     revision); ``prompt_ids(task_id)`` the token ids of that task's prompt + prefill, exactly as sampled
@@ -161,7 +163,7 @@ def encode_bank(bank: Bank, *, loaded: Any, prompt_ids: Callable[[str], list[int
     man_path.write_text(json.dumps(doc, indent=1) + "\n")
     written = skipped = tokens = 0
     started = time.time()
-    for record in bank:
+    for record in reversed(bank.tasks) if reverse else bank:
         tid = record["task_id"]
         path = features_path(root, tid)
         if path.is_file():

@@ -190,6 +190,8 @@ def encode_cmd(
                                      "~2.2x faster than float32 for a prefill on this CPU; recorded)."),
     split: str | None = typer.Option(None, "--split", help="Only the bank's tasks of this split of its benchmark "
                                      "(e.g. eval for a HumanEval bank: heads are scored on it); default: all."),
+    reverse: bool = typer.Option(False, "--reverse", help="Last task first: a second encoder on another core "
+                                 "meets the first (each skips a task the other has written)."),
 ) -> None:
     """Residual features of every sample (mean over its generated tokens, and its last token, at every layer)
     from one teacher-forced pass per task; resumable, written to BANK/features/."""
@@ -235,7 +237,7 @@ def encode_cmd(
                    err=True)
 
     try:
-        written, skipped = encode_bank(bank, loaded=loaded, prompt_ids=prompt_ids, on_task=report)
+        written, skipped = encode_bank(bank, loaded=loaded, prompt_ids=prompt_ids, on_task=report, reverse=reverse)
     except BankError as exc:
         fail(str(exc))
     typer.echo(f"encoded {written} tasks of {bank_dir} ({skipped} already encoded)", err=True)
