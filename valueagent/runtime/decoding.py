@@ -180,6 +180,10 @@ class RowBatch:
         """Release the model state of every row not in ``keep`` (indices of rows that go on)."""
         raise NotImplementedError
 
+    def abandon(self) -> None:
+        """A step failed and every row has failed with it: release whatever model state the rows still hold
+        (the worker starts a new batch)."""
+
     # -- shared --------------------------------------------------------------------------------------
     def _start(self, rows: list[Row], logits: torch.Tensor) -> None:
         """Sample the first tokens of freshly prefilled ``rows`` (``logits``: (B, V) at their last prompt

@@ -372,6 +372,12 @@ class LlamaBatch(RowBatch):
             return logits, None, None
         return logits, self.b.cosines(hidden).tolist(), torch.from_numpy(hidden)
 
+    def abandon(self) -> None:
+        for seq in self.seq_of.values():
+            self.b.free_seq(seq)
+        self.seq_of.clear()
+        self.rows = []
+
     def _drop(self, keep: list[int], store: PrefixStore | None) -> None:
         kept = set(keep)
         for i, row in enumerate(self.rows):

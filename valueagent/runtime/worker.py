@@ -266,6 +266,7 @@ class BatchingBackend:
                     log.exception("decode step failed")
                     for row in batch.rows:
                         row.future.set_exception(exc)
+                    batch.abandon()
                     batch = None
                     continue
                 for row, result in finished:
