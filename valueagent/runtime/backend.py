@@ -22,7 +22,7 @@ from valueagent.runtime.decoding import DecodeBatch, PrefixStore, left_pad
 from valueagent.runtime.generation import ModelInfo, Scored, ValueBackend
 from valueagent.runtime.hooks import AxisHook, attached
 from valueagent.runtime.layers import num_layers
-from valueagent.runtime.worker import NORM_TEXTS, BatchingBackend, Job, steer_alpha
+from valueagent.runtime.worker import NORM_TEXTS, BatchingBackend, Job, eos_ids, steer_alpha
 
 __all__ = ["HFBackend", "load_backend", "register_backend", "scheme_of", "steer_alpha"]
 
@@ -57,7 +57,7 @@ class HFBackend(BatchingBackend):
             tokenizer, model_id=model_id, revision=revision, axis=axis, axis_name=axis_name, max_batch=max_batch,
             batch_window_s=batch_window_s, prefixes=PrefixStore(prefix_cache_mb << 20) if prefix_cache_mb > 0 else None,
             quantization=quantization, weights=weights, num_layers=num_layers(model),
-            hidden=int(model.config.hidden_size), eos=_eos_ids(model, tokenizer))
+            hidden=int(model.config.hidden_size), eos=eos_ids(tokenizer, getattr(model, "generation_config", None)))
         self._device = next(model.parameters()).device
         self._cache_kw_is_cache = "cache" in inspect.signature(model.forward).parameters
 
@@ -161,23 +161,6 @@ class HFBackend(BatchingBackend):
             hs = self.model(input_ids=ids, output_hidden_states=True).hidden_states[layer]
             norms.append(hs[0, 1:].float().norm(dim=-1))  # position 0 is an outlier: excluded
         return float(torch.cat(norms).mean())
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    gen_cfg = getattr(model, "generation_config", None)
-    eos = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif isinstance(eos, list | tuple):
-        ids.update(int(e) for e in eos)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    for tok in ("<|im_end|>", "<|endoftext|>"):
-        tid = tokenizer.convert_tokens_to_ids(tok)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
-            ids.add(tid)
-    return ids
 
 
 BackendLoader = Callable[..., ValueBackend]

@@ -374,6 +374,11 @@ def gguf_dir(source: GgufSource = EMBEDDED, root: Path | None = None) -> Path:
     return (root or cache_root()) / "models" / f"{source.cache_name.removesuffix('-bf16')}-gguf-{source.sha256[:12]}"
 
 
+def _gguf_ready(path: Path, source: GgufSource) -> bool:
+    marker = read_marker(path)
+    return marker is not None and marker.get("source_sha256") == source.sha256 and (path / GGUF_NAME).is_file()
+
+
 def ensure_gguf(
     source: GgufSource = EMBEDDED,
     *,
@@ -385,14 +390,12 @@ def ensure_gguf(
     transformers (the same ids and chat template as the transformers backend), assembling it first if it is
     not there: a few seconds, atomically, under the same lock discipline as :func:`ensure_embedded`."""
     target = gguf_dir(source, root)
-    marker = read_marker(target)
-    if marker is not None and marker.get("source_sha256") == source.sha256 and (target / GGUF_NAME).is_file():
+    if _gguf_ready(target, source):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     say = _stderr_reporter() if progress else None
     with _lock(target.parent / f".{target.name}.lock"):
-        marker = read_marker(target)
-        if marker is not None and marker.get("source_sha256") == source.sha256 and (target / GGUF_NAME).is_file():
+        if _gguf_ready(target, source):  # another process assembled it while we waited
             return target
         for stale in target.parent.glob(f".staging-{target.name}-*"):
             shutil.rmtree(stale, ignore_errors=True)

@@ -43,7 +43,7 @@ from valueagent.runtime.artifact import ValueAxis, resolve_axis
 from valueagent.runtime.decoding import PrefixStore, Row, RowBatch
 from valueagent.runtime.errors import ModelLoadError
 from valueagent.runtime.generation import ModelInfo, Scored
-from valueagent.runtime.worker import NORM_TEXTS, BatchingBackend, Job
+from valueagent.runtime.worker import NORM_TEXTS, BatchingBackend, Job, eos_ids
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -419,7 +419,7 @@ class LlamaBackend(BatchingBackend):
         super().__init__(
             tokenizer, model_id=model_id, revision=revision, axis=axis, axis_name=axis_name, max_batch=max_batch,
             batch_window_s=batch_window_s, prefixes=None, quantization=None, weights=weights,
-            num_layers=self.model.n_layer, hidden=self.model.n_embd, eos=_eos_ids(tokenizer))
+            num_layers=self.model.n_layer, hidden=self.model.n_embd, eos=eos_ids(tokenizer))
         self.block = blocks[0]
         self.unit = np.zeros(self.model.n_embd, dtype=np.float32)
         self._axis_seen: ValueAxis | None = None
@@ -571,15 +571,6 @@ class LlamaBackend(BatchingBackend):
     def close(self) -> None:
         super().close()
         self.model.close()
-
-
-def _eos_ids(tokenizer: Any) -> set[int]:
-    ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
-    for tok in ("<|im_end|>", "<|endoftext|>"):
-        tid = tokenizer.convert_tokens_to_ids(tok)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
-            ids.add(tid)
-    return ids
 
 
 def _gguf_shape(path: Path) -> tuple[int, int]:

@@ -44,6 +44,24 @@ NORM_TEXTS = (
 )
 
 
+def eos_ids(tokenizer: Any, generation_config: Any = None) -> set[int]:
+    """Token ids that end a generation: the generation config's (a transformers model has one), the tokenizer's
+    eos, and the chat template's end-of-turn tokens."""
+    ids: set[int] = set()
+    eos = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, list | tuple):
+        ids.update(int(e) for e in eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    for tok in ("<|im_end|>", "<|endoftext|>"):
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
+            ids.add(tid)
+    return ids
+
+
 def steer_alpha(fraction: float, residual_norm: float) -> float:
     """Steering strength in residual units from a fraction of the mean residual norm (0.168 = 16.8%)."""
     return float(fraction) * float(residual_norm)
