@@ -13,7 +13,6 @@ import pytest
 from valueagent.agent.calibrate import (
     Sample,
     calibrate,
-    fit_logistic,
     fit_position_baseline,
     load_gate_configs,
     reading_of_records,
@@ -22,6 +21,7 @@ from valueagent.agent.calibrate import (
 )
 from valueagent.agent.gate import GateConfig, GateInput, Signals, draw, make_gate, normalize, scorer, signals_of
 from valueagent.agent.prompts import completion_for, extract_code
+from valueagent.stats import logistic_regression
 
 
 def _inp(kind: str = "segment", *, z: float = 0.0, lp: float = -0.5, n: int = 8, best: float | None = None,
@@ -106,8 +106,8 @@ def test_position_baseline_and_logistic_recover_the_truth() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 2))
     y = (rng.random(2000) < 1 / (1 + np.exp(-(0.5 + 2 * x[:, 0] - 1 * x[:, 1])))).astype(float)
-    w = fit_logistic(x, y, l2=0.0)
-    assert w == pytest.approx([0.5, 2.0, -1.0], abs=0.25)
+    w, b = logistic_regression(x, y, l2=0.0, standardize=True)
+    assert [b, *w] == pytest.approx([0.5, 2.0, -1.0], abs=0.25)
 
 
 def test_calibration_hits_its_risk_and_round_trips(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from valueagent.stats import (
     brier,
     conformal_threshold,
     expected_calibration_error,
+    logistic_regression,
     mcnemar_exact,
     paired_bootstrap_diff,
     paired_sign_flip,
@@ -263,3 +264,26 @@ def test_pass_at_k_properties() -> None:
     assert pass_at_k(n, c, k) == pytest.approx(stable, rel=1e-12)
     with pytest.raises(ValueError):
         pass_at_k(5, 6, 1)
+
+
+@pytest.mark.parametrize(("n", "d", "standardize"), [(300, 4, True), (300, 4, False), (40, 120, True)])
+def test_logistic_regression_reaches_the_penalized_optimum(n: int, d: int, standardize: bool) -> None:
+    """The one logistic regression meets its objective's stationarity condition (on the scale the penalty is
+    on), with more features than rows too (the row-space route), and agrees with sklearn's optimum."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(n + d)
+    x = rng.normal(size=(n, d)) * rng.uniform(0.1, 10.0, size=d) + rng.normal(size=d)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(x[:, 0] / x[:, 0].std())))).astype(float)
+    l2 = 0.7
+    w, b = logistic_regression(x, y, l2=l2, standardize=standardize)
+    sd = x.std(0) if standardize else np.ones(d)
+    p = 1 / (1 + np.exp(-(x @ w + b)))
+    assert np.abs((x / sd).T @ (p - y) + l2 * (w * sd)).max() < 1e-6 and abs(float((p - y).sum())) < 1e-6
+    ref = LogisticRegression(C=1 / l2, tol=1e-10, max_iter=10_000).fit((x - x.mean(0)) / sd, y)
+    assert np.allclose(w * sd, ref.coef_[0], atol=1e-4)
+
+
+def test_logistic_regression_refuses_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="x \\(n, d\\) and y \\(n,\\)"):
+        logistic_regression(np.zeros((3, 2)), np.zeros(4), l2=1.0)

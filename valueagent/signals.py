@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from valueagent.stats import logistic_regression
+
 
 class SignalError(ValueError):
     """A signal cannot be computed or fitted as asked; the message says what to fix."""
@@ -249,16 +251,15 @@ class Logistic:
 
 
 def fit_logistic(features: str, samples: Sequence[Sample], c: float = 1.0) -> Logistic:
-    """Fit on samples with their hidden verdicts (calibration tasks only)."""
-    from sklearn.linear_model import LogisticRegression
-
+    """Fit on samples with their hidden verdicts (calibration tasks only); ``c`` is the inverse penalty
+    (sklearn's ``C``) on standardized features."""
     y = np.asarray([bool(s["hidden_passed"]) for s in samples])
     if len(set(y.tolist())) < 2:
         raise SignalError("the calibration samples all pass or all fail: a fitted signal needs both outcomes")
     x = np.stack([FEATURES[features](s) for s in samples])
     mean, scale = x.mean(0), x.std(0) + 1e-8
-    model = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y)
-    return Logistic(features, mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]))
+    coef, intercept = logistic_regression((x - mean) / scale, y, l2=1.0 / c)
+    return Logistic(features, mean, scale, coef, intercept)
 
 
 def fit_signals(calibration: Sequence[Sample]) -> dict[str, Logistic]:

@@ -1,4 +1,5 @@
-"""Small exact statistics for eval summaries: intervals, paired tests, ranking and calibration metrics.
+"""Small exact statistics for eval summaries: intervals, paired tests, ranking and calibration metrics, and
+the project's one logistic regression (every fitted probe, gate and Platt scaling uses it).
 
 Only the standard library and numpy. Results are frozen dataclasses of plain Python numbers, so they drop
 straight into JSON; :class:`Estimate` also unpacks as ``(estimate, lo, hi)``.
@@ -30,6 +31,7 @@ __all__ = [
     "difference_of_differences",
     "expected_calibration_error",
     "holm",
+    "logistic_regression",
     "mcnemar_exact",
     "paired_outcomes",
     "paired_bootstrap_diff",
@@ -351,6 +353,49 @@ def conformal_threshold(
         if bound <= risk:
             best = ConformalThreshold(float(ss[i]), risk, target, n, m, f, bound)
     return best
+
+
+def logistic_regression(
+    x: np.ndarray, y: Floats, *, l2: float, standardize: bool = False, tol: float = 1e-10, iters: int = 100,
+) -> tuple[np.ndarray, float]:
+    """L2-penalized logistic regression, exact (Newton's method to ``tol``): the weights ``w`` and intercept ``b``
+    minimizing ``sum_i logloss(y_i, x_i . w + b) + l2 / 2 * |w|^2`` (the intercept unpenalized; sklearn's
+    ``LogisticRegression(C=1 / l2)`` optimum). ``standardize`` puts the penalty on standardized features and
+    returns the weights in ``x``'s own units. When features outnumber rows it solves in the rows' span, where
+    the optimum lies (the representer theorem), so a residual-sized probe on a few hundred samples is cheap.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"logistic_regression needs x (n, d) and y (n,), got {x.shape} and {y.shape}")
+    mu = x.mean(0)
+    sd = x.std(0) if standardize else np.ones(x.shape[1])
+    sd[sd == 0] = 1.0
+    z = (x - mu) / sd
+    basis = None
+    if z.shape[1] > z.shape[0]:  # many features: coordinates of the rows in their own span
+        ev, u = np.linalg.eigh(z @ z.T)
+        keep = ev > max(float(ev.max()), 1e-30) * 1e-10
+        basis = u[:, keep] / np.sqrt(ev[keep])  # (n, k): z.T @ basis is an orthonormal basis of the span
+        z = u[:, keep] * np.sqrt(ev[keep])
+    n, k = z.shape
+    a = np.hstack([z, np.ones((n, 1))])
+    theta = np.zeros(k + 1)
+    reg = np.full(k + 1, float(l2))
+    reg[-1] = 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(a @ theta, -30, 30)))
+        grad = a.T @ (p - y) + reg * theta
+        hess = (a * (p * (1 - p))[:, None]).T @ a + np.diag(reg + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        theta -= step
+        if np.abs(step).max() < tol:
+            break
+    w = theta[:-1]
+    if basis is not None:
+        w = ((x - mu) / sd).T @ (basis @ w)
+    w = w / sd
+    return w, float(theta[-1] - mu @ w)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from valueagent.agent.gate import GateConfig, Signal, scorer, signals_of
-from valueagent.stats import auroc, conformal_threshold
+from valueagent.stats import auroc, conformal_threshold, logistic_regression
 
 FORMAT = "valueagent.gate-calibration/1"
 def gated_policies() -> dict[str, Signal]:
@@ -81,29 +81,6 @@ def fit_position_baseline(samples: Sequence[Sample]) -> tuple[tuple[float, float
     resid = val - design @ coef
     scale = float(resid.std()) or 1.0
     return (float(coef[0]), float(coef[1])), scale
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iters: int = 50) -> np.ndarray:
-    """L2-regularized logistic regression by Newton's method; ``x`` (N, D) -> weights (D + 1,), bias first.
-
-    Features are standardized internally and the weights returned in the original units.
-    """
-    mu, sd = x.mean(axis=0), x.std(axis=0)
-    sd[sd == 0] = 1.0
-    z = np.concatenate([np.ones((len(x), 1)), (x - mu) / sd], axis=1)  # (N, D + 1)
-    w = np.zeros(z.shape[1])
-    reg = np.full(z.shape[1], l2)
-    reg[0] = 0.0
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(z @ w)))
-        grad = z.T @ (p - y) + reg * w
-        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg) + 1e-9 * np.eye(len(w))
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    slopes = w[1:] / sd
-    return np.concatenate([[w[0] - float((slopes * mu).sum())], slopes])
 
 
 def segment_scores(sample: Sample, config: GateConfig, segment_tokens: int) -> list[float]:
@@ -199,8 +176,8 @@ def calibrate(
     weights = (0.0, 1.0, 1.0)
     if feats and 0 < sum(ok for _, ok in feats) < len(feats):
         xy = np.array([[f.value_norm, f.logprob] for f, _ in feats], dtype=float)
-        w = fit_logistic(xy, np.array([ok for _, ok in feats], dtype=float))
-        weights = (float(w[0]), float(w[1]), float(w[2]))
+        w, b = logistic_regression(xy, np.array([ok for _, ok in feats], dtype=float), l2=1.0, standardize=True)
+        weights = (b, float(w[0]), float(w[1]))
     policies: dict[str, Any] = {}
     report: dict[str, Any] = {}
     for name, signal in gated_policies().items():

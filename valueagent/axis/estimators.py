@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from valueagent.stats import auroc
+from valueagent.stats import auroc, logistic_regression
 
 
 def _weighted_group_mean(x: np.ndarray, w: np.ndarray, groups: np.ndarray, g: object) -> np.ndarray:
@@ -66,36 +66,10 @@ def matched_contrast(success: np.ndarray, failure: np.ndarray, groups: Sequence[
 # -- supervised probe -------------------------------------------------------------------------------
 
 
-def _logistic_newton(z: np.ndarray, y: np.ndarray, lam: float, iters: int = 50) -> tuple[np.ndarray, float]:
-    """L2 logistic regression (intercept unpenalized) by Newton's method. z: (n, k). Returns (beta, b)."""
-    n, k = z.shape
-    a = np.hstack([z, np.ones((n, 1))])
-    theta = np.zeros(k + 1)
-    reg = np.full(k + 1, lam)
-    reg[-1] = 0.0
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-np.clip(a @ theta, -30, 30)))
-        grad = a.T @ (p - y) + reg * theta
-        hess = (a * (p * (1 - p))[:, None]).T @ a + np.diag(reg + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        theta -= step
-        if np.abs(step).max() < 1e-7:
-            break
-    return theta[:-1], float(theta[-1])
-
-
 def logistic_fit(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, float]:
-    """L2 logistic regression on centered ``x`` (n, d) in the n-dimensional row space (exact: the
-    optimum's weights lie in the span of the rows). Returns weights (d,) for centered x, intercept."""
-    mu = x.mean(0)
-    xc = x - mu
-    ev, u = np.linalg.eigh(xc @ xc.T)  # (n, n) Gram matrix: cheaper than an SVD of (n, d)
-    keep = ev > max(float(ev.max()), 1e-30) * 1e-10
-    sv = np.sqrt(ev[keep])
-    z = u[:, keep] * sv  # (n, k) coordinates of the rows in their own span
-    beta, b = _logistic_newton(z, y.astype(np.float64), lam)
-    w = xc.T @ (u[:, keep] @ (beta / sv))
-    return w, b - float(mu @ w)
+    """L2 logistic regression on ``x`` (n, d) with penalty ``lam`` in raw units (:func:`stats.logistic_regression`,
+    solved in the rows' span). Returns weights (d,), intercept."""
+    return logistic_regression(x, y, l2=lam)
 
 
 def _group_folds(groups: np.ndarray, k: int, seed: int) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from valueagent.eval.records import TaskRecord
-from valueagent.stats import auroc_bootstrap, brier, reliability_bins
+from valueagent.stats import auroc_bootstrap, brier, logistic_regression, reliability_bins
 
 __all__ = ["MIN_ITEMS", "calibration", "fit_logistic", "oof_probabilities", "reading_quality"]
 
@@ -25,26 +25,11 @@ MIN_ITEMS = 8
 """Below this many tasks with a reading (or without both outcomes) no AUROC or calibration is reported."""
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, iters: int = 50) -> tuple[float, float]:
-    """``(intercept, slope)`` of ``P(y) = sigmoid(a + b * z)`` with ``z`` standardized on ``x``, by Newton.
-
-    The small ``l2`` on the slope keeps separable data finite. Returned on the raw ``x`` scale.
-    """
-    mu, sd = float(x.mean()), float(x.std()) or 1.0
-    z = (x - mu) / sd
-    w = np.zeros(2)
-    feats = np.stack([np.ones_like(z), z], axis=1)  # (n, 2)
-    reg = np.diag([0.0, l2 * len(z)])
-    for _ in range(iters):
-        p = 1 / (1 + np.exp(-(feats @ w)))
-        grad = feats.T @ (p - y) + reg @ w
-        hess = feats.T @ (feats * (p * (1 - p))[:, None]) + reg + 1e-9 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if float(np.abs(step).max()) < 1e-10:
-            break
-    a, b = float(w[0]), float(w[1])
-    return a - b * mu / sd, b / sd
+def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3) -> tuple[float, float]:
+    """``(intercept, slope)`` of ``P(y) = sigmoid(a + b * x)``: Platt scaling of one reading, its penalty
+    ``l2 * n`` on the standardized slope (keeps separable data finite), returned on the raw ``x`` scale."""
+    w, b = logistic_regression(np.asarray(x, float)[:, None], y, l2=l2 * len(x), standardize=True)
+    return b, float(w[0])
 
 
 def oof_probabilities(
