@@ -67,7 +67,7 @@ def test_cli_eval_report(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["eval", "report", str(run_dir), "--json", "--n-boot", "200"])
     assert res.exit_code == 0, res.output
     assert (run_dir / "report.md").is_file()
-    assert '"schema": "valueagent-eval-summary/1"' in res.stdout
+    assert '"schema": "valueagent-eval-summary/2"' in res.stdout
 
 
 def test_rewriting_a_report_keeps_what_only_the_run_knew(tmp_path: Path) -> None:

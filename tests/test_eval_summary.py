@@ -138,7 +138,7 @@ def test_summarize_run_writes_summary(tmp_path: Path) -> None:
     write_run(tmp_path, informative_records("value", outcomes(12, 6)))
     summary = summarize_run(tmp_path, n_boot=200)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert on_disk["schema"] == summary["schema"] == "valueagent-eval-summary/1"
+    assert on_disk["schema"] == summary["schema"] == "valueagent-eval-summary/2"
     assert on_disk["paired"] == [] and "value" in on_disk["reading"]["by_policy"]
 
 

@@ -123,8 +123,8 @@ def write_report(
     return path
 
 
-RUN_ONLY_KEYS = ("runner_errors", "selected_tasks")
-"""Summary entries written by the run (``eval humaneval``) that results.jsonl cannot give back."""
+RUN_ONLY_KEYS = ("runner_errors", "selected_tasks", "merged_shards")
+"""Summary entries written by the run (``eval humaneval``, ``eval merge``) that results.jsonl cannot give back."""
 
 
 def _old_summary(run_dir: str | Path) -> dict[str, Any]:

@@ -32,7 +32,9 @@ __all__ = [
 ]
 
 SUMMARY_FILE = "summary.json"
-SUMMARY_SCHEMA = "valueagent-eval-summary/1"
+SUMMARY_SCHEMA = "valueagent-eval-summary/2"
+"""/2 added ``controls`` (each policy against its matched-cost control) and every policy's ``backtracks_total`` /
+``backtracks_repeated``; readers of /1 files find them absent."""
 
 
 def _mean(xs: Sequence[float]) -> float | None:
