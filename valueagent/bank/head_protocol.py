@@ -222,7 +222,19 @@ def check_banks(fit: Bank, tests: Mapping[str, Bank]) -> None:
 def run_heads(fit_bank: Bank, tests: Mapping[str, Bank], *, seed: int = 0, n_boot: int = 10_000,
               progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], dict[str, Head]]:
     """The whole protocol (module docstring): choose on validation, refit on train + validation, judge once
-    on every test bank. Returns the result document and the final heads by name."""
+    on every test bank. Returns the result document and the final heads by name.
+
+    The fits run on one BLAS thread: with more, the summation order (and so the last bits of every fit)
+    depends on the machine's thread count, and near-ties in the validation sweep then choose other layers
+    (two threads chose layer 24 for the committed 0.5B multi-layer head's 22)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _run_heads(fit_bank, tests, seed=seed, n_boot=n_boot, progress=progress)
+
+
+def _run_heads(fit_bank: Bank, tests: Mapping[str, Bank], *, seed: int, n_boot: int,
+               progress: Callable[[str], None] | None) -> tuple[dict[str, Any], dict[str, Head]]:
     say = progress or (lambda _: None)
     check_banks(fit_bank, tests)
     train_ids, val_ids = fit_split(fit_bank)
