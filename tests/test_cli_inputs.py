@@ -78,6 +78,8 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("axis score, axis of another model", ["axis", "score", "completions.jsonl", "--axis", str(AXIS_1_5B)],
      ["made for Qwen/Qwen2.5-Coder-1.5B-Instruct"]),
     ("run axis", [*RUN, "--axis", "garbage.safetensors"], ["--axis garbage.safetensors", "axis build"]),
+    ("no head ships for the 1.5B", ["model", "info", "--model", "embedded-1.5b", "--axis", "head"],
+     ["--axis head", "no value head is shipped for Qwen/Qwen2.5-Coder-1.5B-Instruct", "--export-axis"]),
     ("eval axis", [*EVAL, "--axis", "garbage.safetensors"], ["--axis garbage.safetensors", "axis build"]),
     ("generate axis", ["generate", "hi", "--axis", "garbage.safetensors"], ["--axis garbage.safetensors"]),
     ("model info axis", ["model", "info", "--axis", "garbage.safetensors"], ["--axis garbage.safetensors"]),

@@ -34,6 +34,25 @@ def test_the_axis_data_ships_in_the_package_and_tasks_links_to_it() -> None:
     assert data.episodes and data.contrasts and data.code_pairs and data.tasks
 
 
+def test_the_embedded_model_ships_its_value_head_beside_its_axis() -> None:
+    """`--axis head`: the supervised probe exported by `bank heads` (issue 26), shipped as package data for the
+    0.5B; a model without one gets an error naming how to make one, never the contrastive axis instead."""
+    from valueagent.runtime.artifact import axis_path, load_axis, resolve_axis
+    from valueagent.runtime.embedded import EMBEDDED_1P5B, EMBEDDED_MODEL_ID
+
+    path = axis_path(EMBEDDED_MODEL_ID, "head")
+    assert path is not None and path.resolve().is_relative_to(PACKAGE.resolve())
+    head, name = resolve_axis(EMBEDDED_MODEL_ID, "head")
+    contrastive, _ = resolve_axis(EMBEDDED_MODEL_ID, "default")
+    assert head is not None and contrastive is not None and name == f"head:{EMBEDDED_MODEL_ID}"
+    assert head.estimator == "supervised-probe" and head.model_id == EMBEDDED_MODEL_ID and head.layer == 20
+    assert (head.hidden_size, head.num_layers) == (contrastive.hidden_size, contrastive.num_layers)
+    assert head.sha256 != contrastive.sha256 and head.data_hash.startswith("sha256:")
+    assert load_axis(ROOT / "evals" / "heads" / "qwen2.5-coder-0.5b" / "head-axis.safetensors").sha256 == head.sha256
+    with pytest.raises(FileNotFoundError, match="no value head is shipped .* --export-axis"):
+        axis_path(EMBEDDED_1P5B.model_id, "head")
+
+
 def test_build_outputs_default_to_the_user_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("VALUEAGENT_CACHE", str(tmp_path / "cache"))
     out = default_out("Org/Model-1B")

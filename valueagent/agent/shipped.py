@@ -90,16 +90,14 @@ def expected_model_id(spec: str) -> str | None:
 
 def expected_reading(model: str, axis: str | None) -> Reading | None:
     """The reading ``load_backend(model, axis=axis)`` will have, known without loading weights; None when
-    only the loaded backend can tell (a ``valueagent serve`` server). ``axis``: ``default``, a path, or
+    only the loaded backend can tell (a ``valueagent serve`` server). ``axis``: ``default``, ``head``, a path, or
     ``none``/None. Raises what :func:`valueagent.runtime.artifact.load_axis` raises for a bad axis file."""
     model_id = expected_model_id(model)
     if model_id is None:
         return None
-    if axis in (None, "", "none"):
-        return Reading(model_id=model_id, axis_sha256=None, axis_layer=None, axis_path=None)
-    from valueagent.runtime.artifact import load_axis, shipped_axis_path
+    from valueagent.runtime.artifact import axis_path, load_axis
 
-    path = shipped_axis_path(model_id) if axis == "default" else Path(axis)
+    path = axis_path(model_id, axis)
     if path is None:
         return Reading(model_id=model_id, axis_sha256=None, axis_layer=None, axis_path=None)
     loaded = load_axis(path)

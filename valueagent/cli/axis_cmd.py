@@ -111,14 +111,14 @@ def _outputs(model: str, out: Path | None, report_dir: Path | None, overwrite: b
 
 
 def _axis_for(axis: str, model_id: str) -> Any:
-    """Load ``axis`` (a path, or ``default`` = the shipped axis for ``model_id``)."""
-    from valueagent.runtime.artifact import load_axis, shipped_axis_path
+    """Load ``axis`` (a path, ``default`` = the shipped axis for ``model_id``, ``head`` = its shipped head)."""
+    from valueagent.runtime.artifact import axis_path, load_axis
 
-    path = shipped_axis_path(model_id) if axis == "default" else axis
-    if path is None:
-        fail(f"no axis ships for {model_id}; build one with `valueagent axis build --model ... --out PATH` "
-             "and pass --axis PATH")
     try:
+        path = axis_path(model_id, axis)
+        if path is None:
+            fail(f"no axis ships for {model_id}; build one with `valueagent axis build --model ... --out PATH` "
+                 "and pass --axis PATH")
         return load_axis(path)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

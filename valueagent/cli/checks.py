@@ -80,13 +80,21 @@ def task_file(source: str) -> tuple[Task, ...]:
 
 
 def axis(value: str | None, *, option: str = "--axis", model: str | None = None) -> None:
-    """``--axis``: ``default``, ``none`` or a readable value-axis file, made for ``model`` when the spec tells
-    which model it is without loading it (an embedded name, a folder); its shape is checked once loaded."""
+    """``--axis``: ``default``, ``head``, ``none`` or a readable value-axis file, made for ``model`` when the spec
+    tells which model it is without loading it (an embedded name, a folder); its shape is checked once loaded."""
     if value in (None, "", "none", "default"):
+        return
+    if value == "head":
+        from valueagent.agent.shipped import expected_model_id
+        from valueagent.runtime.artifact import no_head_message, shipped_head_path
+
+        want = expected_model_id(model) if model is not None else None
+        if want is not None and shipped_head_path(want) is None:
+            fail(f"{option} head: {no_head_message(want)}")
         return
     from valueagent.runtime.artifact import load_axis
 
-    hint = "pass a file from `valueagent axis build`, `default` (the shipped axis) or `none`"
+    hint = "pass a file from `valueagent axis build`, `default` (the shipped axis), `head` or `none`"
     path = Path(value)
     if not path.is_file():
         fail(f"{option} {value}: no such file; {hint}")

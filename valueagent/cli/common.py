@@ -14,7 +14,8 @@ MODEL_OPT = typer.Option("embedded", "--model", help="`embedded` (Qwen2.5-Coder-
                          "coder-1-5b extra), a Hugging Face model id, a local directory, or http://HOST:PORT "
                          "(a `valueagent serve` server).")
 AXIS_OPT = typer.Option(
-    "default", "--axis", help="Axis artifact path, `default` (the shipped axis for this model) or `none`."
+    "default", "--axis", help="Axis artifact path, `default` (the shipped contrastive axis for this model), `head` "
+    "(its shipped value head: a probe trained on its own MBPP attempts) or `none`."
 )
 DEVICE_OPT = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
 DTYPE_OPT = typer.Option(

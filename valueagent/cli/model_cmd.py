@@ -50,10 +50,15 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Model id, layers, hidden size, dtype (the arithmetic), weights (their precision as loaded: the embedded
-    models are Q4_K_M GGUFs dequantized at load), device, the value axis and what the backend can do."""
+    models are Q4_K_M GGUFs dequantized at load), device, the value axis, the value head shipped beside it
+    (`--axis head` reads it instead) and what the backend can do."""
+    from valueagent.runtime.artifact import load_axis, shipped_head_path
+
     checks.axis(axis, model=model)
     backend = load_backend_or_fail(model, axis, device, dtype, quantize=quantize, engine=engine)
-    data = asdict(backend.info())
+    data: dict[str, Any] = asdict(backend.info())
+    head = shipped_head_path(data["model_id"])
+    data["shipped_head"] = None if head is None else _head_summary(load_axis(head))
     if as_json:
         typer.echo(json.dumps(data))
     else:
@@ -62,6 +67,15 @@ def info(
         if not backend.info().has_axis:
             typer.echo(f"no value axis is loaded: values will be empty; {checks.no_axis_fix(model, backend.info())}",
                        err=True)
+
+
+def _head_summary(head: Any) -> str:
+    """One line on a shipped value head: what it is and how it did on the test split it was judged on."""
+    tests = (head.validation or {}).get("tests") or {}
+    judged = "; ".join(f"{name}: within-task AUROC {t['within_task_auroc']:.3f}, best of N untested "
+                       f"{100 * t['best_of_n']:.1f}%" for name, t in tests.items())
+    return (f"{(head.validation or {}).get('head', {}).get('name', head.estimator)} at layer {head.layer} "
+            f"(sha256 {head.sha256[:12]}; --axis head){'; ' + judged if judged else ''}")
 
 
 def generate(

@@ -107,6 +107,21 @@ def shipped_axis_path(model_id: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+HEAD_SUFFIX = ".head.safetensors"
+
+
+def shipped_head_path(model_id: str) -> Path | None:
+    """The value head shipped for ``model_id`` (``--axis head``): a supervised probe trained on the model's own
+    MBPP attempts and exported as an axis (``valueagent bank heads --export-axis``), or None."""
+    candidate = shipped_axes_dir() / axis_file_name(model_id).replace(".safetensors", HEAD_SUFFIX)
+    return candidate if candidate.is_file() else None
+
+
+def no_head_message(model_id: str) -> str:
+    return (f"no value head is shipped for {model_id}: fit one on its MBPP banks (`valueagent bank heads BANK "
+            "--test NAME=BANK --export-axis FILE`, evals/heads/run.sh) and pass --axis FILE, or use --axis default")
+
+
 def _norm_id(model_id: str) -> str:
     return model_id.rstrip("/").lower()
 
@@ -181,12 +196,24 @@ def axis_from_array(
     )
 
 
-def resolve_axis(model_id: str, axis: str | None) -> tuple[ValueAxis | None, str | None]:
-    """The axis a backend loads for ``model_id`` and the name it reports: ``axis="default"`` is the shipped axis of
-    that model (none if there is none), a path is that artifact, None is no axis."""
+def axis_path(model_id: str, axis: str | None) -> Path | None:
+    """The file ``--axis`` names for ``model_id``: ``default`` its shipped contrastive axis (None if none ships),
+    ``head`` its shipped value head (an error if none ships: asked for by name, it is not quietly replaced),
+    ``none``/None nothing, anything else a path."""
+    if axis in (None, "", "none"):
+        return None
     if axis == "default":
-        path = shipped_axis_path(model_id)
-        return (load_axis(path), f"default:{model_id}") if path is not None else (None, None)
-    if axis is not None:
-        return load_axis(axis), str(axis)
-    return None, None
+        return shipped_axis_path(model_id)
+    if axis == "head":
+        if (path := shipped_head_path(model_id)) is None:
+            raise FileNotFoundError(no_head_message(model_id))
+        return path
+    return Path(axis)
+
+
+def resolve_axis(model_id: str, axis: str | None) -> tuple[ValueAxis | None, str | None]:
+    """The axis a backend loads for ``model_id`` (:func:`axis_path`) and the name it reports."""
+    path = axis_path(model_id, axis)
+    if path is None:
+        return None, None
+    return load_axis(path), f"{axis}:{model_id}" if axis in ("default", "head") else str(axis)
