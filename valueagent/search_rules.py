@@ -16,11 +16,11 @@ choices wherever the samples are the same, by construction.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Choice", "Drawn", "Request", "Rule", "rank", "seq", "stop"]
+__all__ = ["Choice", "Drawn", "Request", "Rule", "rank", "seq", "stop", "top"]
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,14 @@ Request = tuple[Literal["draw"], tuple[int, ...]] | tuple[Literal["test"], int]
 Rule = Generator[Request, Any, Choice]
 
 
+def top(scores: Mapping[int, float]) -> int:
+    """The sample with the highest score, the earlier sample on ties: the one choice rule of every top-1 and
+    rank policy, live, replayed, and in the heads' best-of-N."""
+    return min(scores, key=lambda j: (-scores[j], j))
+
+
 def _best(drawn: dict[int, Drawn]) -> int:
-    """The highest score, the earlier sample on ties."""
-    return min(drawn, key=lambda j: (-drawn[j].score, j))
+    return top({j: d.score for j, d in drawn.items()})
 
 
 def _ranked(drawn: dict[int, Drawn]) -> list[int]:

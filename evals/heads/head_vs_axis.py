@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from valueagent.bank.store import load_bank
+from valueagent.search_rules import top
 from valueagent.signals import signal_spec
 from valueagent.stats import auroc, holm, paired_bootstrap_diff, paired_outcomes, paired_sign_flip
 
@@ -25,8 +26,8 @@ NAMES = {"embedded": "qwen2.5-coder-0.5b", "embedded-1.5b": "qwen2.5-coder-1.5b"
 
 
 def _best(scores: np.ndarray) -> int:
-    """The fresh sample (index >= 1) with the highest score, the earlier on ties (the rank rule's order)."""
-    return 1 + min(range(len(scores) - 1), key=lambda j: (-scores[1 + j], j))
+    """The fresh sample (index >= 1) the rank rule chooses."""
+    return top({j: float(scores[j]) for j in range(1, len(scores))})
 
 
 def main(model: str) -> dict[str, object]:

@@ -110,13 +110,15 @@ def baseline_scores(data: SampleSet, seed: int) -> dict[str, np.ndarray]:
 
 
 def _top1(scores: np.ndarray, data: SampleSet) -> dict[str, bool]:
-    """Best of the fresh samples by ``scores`` (earliest on ties), untested: task -> passed."""
+    """Best of the fresh samples by ``scores`` (the rank rule's choice, :func:`valueagent.search_rules.top`),
+    untested: task -> passed."""
+    from valueagent.search_rules import top
+
     out = {}
     for tid in dict.fromkeys(data.task_ids.tolist()):
-        m = np.flatnonzero((data.task_ids == tid) & (data.index > 0))
-        if len(m):
-            best = m[np.lexsort((data.index[m], -scores[m]))[0]]
-            out[tid] = bool(data.y[best])
+        at = {int(data.index[k]): int(k) for k in np.flatnonzero((data.task_ids == tid) & (data.index > 0))}
+        if at:
+            out[tid] = bool(data.y[at[top({i: float(scores[k]) for i, k in at.items()})]])
     return out
 
 
