@@ -450,3 +450,15 @@ def test_backends_are_found_by_scheme_and_an_unknown_scheme_is_named() -> None:
             B.register_backend("echo", lambda spec, **kw: None)
     finally:
         B._SCHEMES.pop("echo")
+
+
+def test_longest_prefix_is_the_one_reuse_rule_of_both_engines() -> None:
+    """The longest shared prefix wins; it leaves one token of the prompt to run and is never shorter than the
+    minimum (shorter ones are recomputed)."""
+    from valueagent.runtime.decoding import longest_prefix
+
+    rows = [("a", list(range(20))), ("b", list(range(30)) + [99]), ("c", [7] * 40)]
+    assert longest_prefix(rows, list(range(25)), 16) == (24, "b")  # one token of the prompt left to run
+    assert longest_prefix(rows, list(range(18)) + [5, 6], 16) == (18, "a")  # the first found of equal length
+    assert longest_prefix(rows, list(range(10)) + [0] * 20, 16) == (0, None)  # 10 shared: under the minimum
+    assert longest_prefix([], [1, 2, 3], 1) == (0, None)

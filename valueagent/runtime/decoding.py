@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
@@ -64,6 +65,11 @@ def _window_low(row: Row, trace: str, threshold: float) -> bool:
     return window_low(STOP_TRACES[trace](recent), threshold, w)
 
 
+K = TypeVar("K")
+PREFIX_MIN_TOKENS = 16
+"""The shortest shared prefix worth reusing (shorter ones cost more to look up and copy than to recompute)."""
+
+
 class PrefixStore:
     """Keys and values of finished unsteered rows, least recently used evicted beyond ``max_bytes``.
 
@@ -71,7 +77,7 @@ class PrefixStore:
     ``min_tokens`` long, and leaving at least one token of ``ids`` to run, whose logits start decoding).
     """
 
-    def __init__(self, max_bytes: int, *, min_tokens: int = 16) -> None:
+    def __init__(self, max_bytes: int, *, min_tokens: int = PREFIX_MIN_TOKENS) -> None:
         self.max_bytes, self.min_tokens = max_bytes, min_tokens
         self._rows: OrderedDict[tuple[int, ...], KV] = OrderedDict()
         self._bytes = 0
@@ -97,22 +103,32 @@ class PrefixStore:
     def lookup(self, ids: Sequence[int]) -> tuple[int, KV | None]:
         """``(n, kv)``: the first ``n`` positions of ``kv`` hold ``ids[:n]``; ``(0, None)`` if none fits."""
         self.lookups += 1
-        best_n, best_key = 0, None
-        want = torch.tensor(ids, dtype=torch.long)
-        for key in self._rows:
-            m = min(len(key), len(ids) - 1)
-            if m <= best_n:
-                continue
-            diff = (torch.tensor(key[:m], dtype=torch.long) != want[:m]).nonzero()
-            n = int(diff[0, 0]) if len(diff) else m
-            if n > best_n:
-                best_n, best_key = n, key
-        if best_key is None or best_n < self.min_tokens:
+        best_n, best_key = longest_prefix(((key, key) for key in self._rows), ids, self.min_tokens)
+        if best_key is None:
             return 0, None
         self._rows.move_to_end(best_key)
         self.hits += 1
         self.reused_tokens += best_n
         return best_n, [(k[:, :, :best_n], v[:, :, :best_n]) for k, v in self._rows[best_key]]
+
+
+def longest_prefix(
+    rows: Iterable[tuple[K, Sequence[int]]], ids: Sequence[int], min_tokens: int
+) -> tuple[int, K | None]:
+    """The kept row (``(key, its token ids)``) sharing the longest prefix with ``ids``, and that length: at least
+    ``min_tokens``, and at most ``len(ids) - 1`` (one token must run, its logits start the decode); ``(0, None)``
+    if none. The rule of both engines' prefix reuse (``PrefixStore``, the llama.cpp backend's kept rows)."""
+    best_n, best_key = 0, None
+    want = np.asarray(ids, dtype=np.int64)
+    for key, row in rows:
+        m = min(len(row), len(ids) - 1)
+        if m <= best_n:
+            continue
+        diff = np.flatnonzero(np.asarray(row[:m], dtype=np.int64) != want[:m])
+        n = int(diff[0]) if len(diff) else m
+        if n > best_n:
+            best_n, best_key = n, key
+    return (best_n, best_key) if best_key is not None and best_n >= min_tokens else (0, None)
 
 
 def _nucleus(probs: torch.Tensor, top_p: float, head: int = 1024) -> torch.Tensor:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from valueagent.runtime.artifact import ValueAxis, resolve_axis
-from valueagent.runtime.decoding import PrefixStore, Row, RowBatch
+from valueagent.runtime.decoding import PREFIX_MIN_TOKENS, PrefixStore, Row, RowBatch, longest_prefix
 from valueagent.runtime.errors import ModelLoadError
 from valueagent.runtime.generation import ModelInfo, Scored
 from valueagent.runtime.worker import NORM_TEXTS, BatchingBackend, Job, eos_ids
@@ -478,7 +478,7 @@ class LlamaBackend(BatchingBackend):
         self._free.append(seq)
 
     def keep_seq(self, seq: int, ids: tuple[int, ...]) -> None:
-        if self._max_kept == 0 or len(ids) < 16:
+        if self._max_kept == 0 or len(ids) < PREFIX_MIN_TOKENS:
             self.free_seq(seq)
             return
         self._kept[seq] = _Kept(seq, ids)
@@ -497,16 +497,11 @@ class LlamaBackend(BatchingBackend):
                 self.free_seq(next(iter(self._kept)))
 
     def reuse_prefix(self, ids: list[int], seq: int) -> int:
-        """Copy into ``seq`` the longest prefix of ``ids`` a kept row holds (at least 16 tokens, leaving one to
-        run); return its length (0: none)."""
+        """Copy into ``seq`` the longest prefix of ``ids`` a kept row holds (:func:`longest_prefix`: at least
+        ``PREFIX_MIN_TOKENS``, leaving one to run); return its length (0: none)."""
         self.prefix_lookups += 1
-        best, best_seq = 0, None
-        for kept in self._kept.values():
-            m = min(len(kept.ids), len(ids) - 1)
-            n = next((i for i in range(m) if kept.ids[i] != ids[i]), m)
-            if n > best:
-                best, best_seq = n, kept.seq
-        if best_seq is None or best < 16:
+        best, best_seq = longest_prefix(((k.seq, k.ids) for k in self._kept.values()), ids, PREFIX_MIN_TOKENS)
+        if best_seq is None:
             return 0
         self._kept.move_to_end(best_seq)
         self.model.seq_cp(best_seq, seq, 0, best)
