@@ -85,13 +85,15 @@ MBPP_05 = "evals/bank/qwen2.5-coder-0.5b-int8-mbpp"
 
 
 def _heads(tmp: Path) -> Path:
-    _va("bank", "heads", f"{MBPP_05}/train", "--test", f"mbpp-test={MBPP_05}/test", "--output", tmp / "heads.json",
+    _va("bank", "heads", f"{MBPP_05}/train", "--test", f"mbpp-test={MBPP_05}/test", "--test",
+        "humaneval-eval=evals/bank/qwen2.5-coder-0.5b-int8:eval", "--output", tmp / "heads.json",
         "--export-axis", tmp / "head-axis.safetensors")
     return tmp / "heads.json"
 
 
 def _features() -> bool:
-    return all((ROOT / MBPP_05 / split / "features").is_dir() for split in ("train", "test"))
+    return all((ROOT / bank / "features").is_dir()
+               for bank in (f"{MBPP_05}/train", f"{MBPP_05}/test", "evals/bank/qwen2.5-coder-0.5b-int8"))
 
 
 CHECKS: dict[str, tuple[str, Callable[[Path], Path]]] = {

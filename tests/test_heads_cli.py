@@ -119,3 +119,22 @@ def test_scores_of_another_bank_and_a_scored_test_task_are_refused(banks: dict[s
     assert res.exit_code == 2 and "scores another bank" in res.output
     res = runner.invoke(app, ["bank", "heads", str(banks["test"]), "--test", f"t={banks['fit']}", "--output", str(out)])
     assert res.exit_code == 2 and "holds MBPP test tasks (e.g. Mbpp/11)" in res.output
+
+
+def test_a_test_bank_can_be_scored_on_one_split_only(banks: dict[str, Path]) -> None:
+    """`--test LABEL=BANK:SPLIT` judges only the bank's tasks of that split (HumanEval transfer on its eval
+    split); a split the benchmark does not have is one line, exit 2, before anything is fitted."""
+    out = banks["tmp"] / "split.json"
+    res = runner.invoke(app, ["bank", "heads", str(banks["fit"]), "--test", f"t={banks['test']}:dev",
+                              "--output", str(out)])
+    assert res.exit_code == 2 and "--split 'dev' is not a mbpp split" in res.output and not out.exists()
+    res = runner.invoke(app, ["bank", "heads", str(banks["fit"]), "--test", f"t={banks['test']}:train",
+                              "--output", str(out)])
+    assert res.exit_code == 2 and "no task of" in res.output and "'train' split" in res.output
+    res = runner.invoke(app, ["bank", "heads", str(banks["fit"]), "--test", f"t={banks['test']}:test",
+                              "--output", str(out), "--n-boot", "200"])
+    assert res.exit_code == 0, res.output
+    from valueagent.benchmarks import benchmark
+
+    in_split = {t.task_id for t in benchmark("mbpp").tasks("test")} & {f"Mbpp/{i}" for i in range(11, 41)}
+    assert json.loads(out.read_text())["tests"]["t"]["n_tasks"] == len(in_split) == 29  # one excluded reference

@@ -31,7 +31,7 @@ import numpy as np
 from valueagent.bank.encode import check_encoded, load_features
 from valueagent.bank.store import Bank
 from valueagent.signals import FIXED
-from valueagent.stats import auroc
+from valueagent.stats import auroc, logistic_regression
 
 __all__ = ["Head", "HeadSpec", "SampleSet", "fit_head", "load_samples", "within_task_auroc"]
 
@@ -131,6 +131,17 @@ def _inputs(spec: HeadSpec, data: SampleSet) -> np.ndarray:
     return x
 
 
+@dataclass(frozen=True)
+class LinearModel:
+    """A fitted logistic regression (:func:`valueagent.stats.logistic_regression`) on standardized inputs."""
+
+    coef: np.ndarray
+    intercept: float
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x @ self.coef + self.intercept, dtype=np.float64)
+
+
 @dataclass
 class Head:
     """A fitted head: ``score(data)`` gives one number per sample (higher = more likely to pass)."""
@@ -163,12 +174,11 @@ class Head:
         """A single-layer linear head as a direction in raw residual space (``coef / scale``)."""
         if self.spec.family != "probe" or len(self.spec.layers) != 1 or self.spec.extras:
             raise ValueError(f"{self.spec.name} is not a single-layer linear head: it has no direction")
-        return np.asarray(self.model.coef_[0] / self.scale, dtype=np.float64)
+        return np.asarray(self.model.coef / self.scale, dtype=np.float64)
 
 
 def fit_head(spec: HeadSpec, data: SampleSet, *, seed: int = 0) -> Head:
     """Fit ``spec`` on ``data`` (fresh samples and greedy answers alike; labels are the hidden verdicts)."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
     x = _inputs(spec, data)
@@ -181,7 +191,7 @@ def fit_head(spec: HeadSpec, data: SampleSet, *, seed: int = 0) -> Head:
     mean, scale = x.mean(0), x.std(0) + 1e-6
     z = (x - mean) / scale
     if spec.family == "probe":
-        model: Any = LogisticRegression(C=spec.c, max_iter=3000).fit(z, y)
+        model: Any = LinearModel(*logistic_regression(z, y, l2=1.0 / spec.c))
     elif spec.family == "mlp":
         model = MLPClassifier(hidden_layer_sizes=(64,), alpha=1.0 / spec.c, early_stopping=True, max_iter=300,
                               random_state=seed).fit(z, y)

@@ -264,11 +264,30 @@ def read_scores(paths: list[Path], *banks: Any) -> dict[str, dict[str, list[floa
     return out
 
 
+def _split_of(bank: Any, split: str, item: str) -> Any:
+    """The bank's tasks in ``split`` of the benchmark they come from (``--test LABEL=BANK:SPLIT``)."""
+    from valueagent.benchmarks import BENCHMARKS
+
+    ids = {r["task_id"] for r in bank}
+    bench = next((b for b in BENCHMARKS.values() if all(i.startswith(b.id_prefix) for i in ids)), None)
+    if bench is None:
+        fail(f"--test {item!r}: the tasks of {bank.root} are not one benchmark's ({', '.join(BENCHMARKS)}), so "
+             "they have no split; drop :SPLIT")
+    try:
+        chosen = {t.task_id for t in bench.tasks(split)} & ids
+    except ValueError as exc:
+        fail(f"--test {item!r}: {exc}")
+    if not chosen:
+        fail(f"--test {item!r}: no task of {bank.root} is in {bench.name}'s {split!r} split")
+    return bank.subset(chosen)
+
+
 @bank_app.command("heads")
 def heads_cmd(
     fit_bank: Annotated[Path, typer.Argument(help="An encoded MBPP train+validation bank: fits, chooses heads.")],
-    test: Annotated[list[str], typer.Option("--test", help="LABEL=BANK, an encoded bank of never-fitted tasks to "
-                                             "score on (repeat: mbpp-test=..., humaneval=...).")],
+    test: Annotated[list[str], typer.Option("--test", help="LABEL=BANK[:SPLIT], an encoded bank of never-fitted "
+                                             "tasks to score on, or only its tasks of one split of the benchmark "
+                                             "(repeat: mbpp-test=..., humaneval-eval=BANK:eval).")],
     output: Annotated[Path, typer.Option("--output", help="The result JSON; its .md and one PNG per test set "
                                          "are written beside it.")],
     export_axis: Annotated[Path | None, typer.Option(
@@ -301,10 +320,13 @@ def heads_cmd(
     try:
         fit = loaded(fit_bank, "fit")
         for item in test:
-            label, sep, path = item.partition("=")
-            if not sep or not label or not path:
-                fail(f"--test {item!r} must be LABEL=BANK, e.g. --test mbpp-test=evals/bank/.../test")
+            label, sep, spec = item.partition("=")
+            if not sep or not label or not spec:
+                fail(f"--test {item!r} must be LABEL=BANK[:SPLIT], e.g. --test mbpp-test=evals/bank/.../test")
+            path, _, split = spec.partition(":")
             tests[label] = loaded(Path(path), label)
+            if split:
+                tests[label] = _split_of(tests[label], split, item)
         doc, heads = run_heads(fit, tests, seed=seed, n_boot=n_boot, progress=lambda m: typer.echo(m, err=True))
     except (BankError, ValueError) as exc:
         fail(str(exc))
