@@ -118,8 +118,9 @@ def shipped_head_path(model_id: str) -> Path | None:
 
 
 def no_head_message(model_id: str) -> str:
-    return (f"no value head is shipped for {model_id}: fit one on its MBPP banks (`valueagent bank heads BANK "
-            "--test NAME=BANK --export-axis FILE`, evals/heads/run.sh) and pass --axis FILE, or use --axis default")
+    return (f"no value head is shipped for {model_id}: fit one on its MBPP banks (`valueagent bank heads FIT_BANK "
+            "--test LABEL=TEST_BANK --output heads.json --export-axis FILE`, as evals/heads/run.sh does) and pass "
+            "--axis FILE, or use --axis default")
 
 
 def _norm_id(model_id: str) -> str:
