@@ -86,11 +86,14 @@ def axis(value: str | None, *, option: str = "--axis", model: str | None = None)
         return
     if value == "head":
         from valueagent.agent.shipped import expected_model_id
-        from valueagent.runtime.artifact import no_head_message, shipped_head_path
+        from valueagent.runtime.artifact import axis_path
 
         want = expected_model_id(model) if model is not None else None
-        if want is not None and shipped_head_path(want) is None:
-            fail(f"{option} head: {no_head_message(want)}")
+        if want is not None:
+            try:
+                axis_path(want, "head")
+            except FileNotFoundError as exc:  # axis_path's own message names how to make one
+                fail(f"{option} head: {exc}")
         return
     from valueagent.runtime.artifact import load_axis
 

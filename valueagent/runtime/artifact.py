@@ -117,7 +117,7 @@ def shipped_head_path(model_id: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def no_head_message(model_id: str) -> str:
+def _no_head_message(model_id: str) -> str:
     return (f"no value head is shipped for {model_id}: fit one on its MBPP banks (`valueagent bank heads FIT_BANK "
             "--test LABEL=TEST_BANK --output heads.json --export-axis FILE`, as evals/heads/run.sh does) and pass "
             "--axis FILE, or use --axis default")
@@ -207,7 +207,7 @@ def axis_path(model_id: str, axis: str | None) -> Path | None:
         return shipped_axis_path(model_id)
     if axis == "head":
         if (path := shipped_head_path(model_id)) is None:
-            raise FileNotFoundError(no_head_message(model_id))
+            raise FileNotFoundError(_no_head_message(model_id))
         return path
     return Path(axis)
 
