@@ -82,3 +82,52 @@ def test_one_axis_file_name_rule_for_shipped_built_and_imported_axes(tmp_path, m
     assert reading is not None and reading.axis_path == str(shipped_axis_path(model_id))
     monkeypatch.setenv("VALUEAGENT_CACHE", str(tmp_path))
     assert default_out(model_id).name == axis_file_name(model_id)
+
+
+def test_a_linear_read_head_round_trips_as_schema_2_and_a_cosine_axis_keeps_schema_1(tmp_path):
+    cos = _axis()
+    assert cos.metadata()["schema_version"] == 1 and "reading" not in cos.metadata()  # old readers still read it
+    head = _axis(reading="linear", bias=-1.5, estimator="supervised-probe")
+    back = load_axis(save_axis(head, tmp_path / "h.safetensors"))
+    assert (back.reading, back.bias, back.metadata()["schema_version"]) == ("linear", -1.5, 2)
+    assert back.sha256 == head.sha256 != cos.sha256  # same direction and layer, another reading
+    np.testing.assert_allclose(back.reading_vector(), head.direction)
+    np.testing.assert_allclose(np.linalg.norm(cos.reading_vector()), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="reading 'sigmoid'"):
+        _axis(reading="sigmoid")
+    with pytest.raises(ValueError, match="cosine-read axis"):
+        _axis(bias=0.5)
+    meta = {**back.metadata(), "schema_version": 3}
+    from safetensors.numpy import save_file
+
+    save_file({"direction": head.direction}, str(tmp_path / "new.safetensors"),
+              metadata={"valueagent": json.dumps(meta)})
+    with pytest.raises(ValueError, match="schema 3.*upgrade valueagent"):
+        load_axis(tmp_path / "new.safetensors")
+
+
+def test_axis_score_reads_a_head_as_the_live_backend_does(tiny_model, tiny_tokenizer):
+    """`axis score` (teacher-forced, from the span's mean residual) and the backend's own per-token reading agree,
+    for a cosine axis and a linear head alike."""
+    from valueagent.axis.reading import read_completions
+    from valueagent.runtime.backend import HFBackend
+
+    msgs = [{"role": "user", "content": "Write a function that adds two numbers."}]
+    code = "def add(a, b):\n    return a + b\n"
+    for ax in (_axis(layer=1), _axis(layer=1, reading="linear", bias=0.3)):
+        [r] = read_completions(tiny_model, tiny_tokenizer, "org/tiny", ax, [(msgs, code)], progress=None)
+        assert r is not None
+        backend = HFBackend(tiny_model, tiny_tokenizer, model_id="org/tiny", axis=ax, prefix_cache_mb=0)
+        try:
+            live = backend.score_sync(msgs, code)
+        finally:
+            backend.close()
+        assert r.n_tokens == len(live.values)
+        assert r.value == pytest.approx(float(np.mean(live.values)), rel=1e-3, abs=1e-4)
+
+
+def test_axis_eval_refuses_a_linear_head_before_the_model_loads(tmp_path):
+    path = save_axis(_axis(reading="linear", bias=0.1, estimator="supervised-probe"), tmp_path / "h.safetensors")
+    res = CliRunner().invoke(app, ["axis", "eval", "--axis", str(path), "--model", str(tmp_path / "no-model")])
+    assert res.exit_code == 2 and "cosine-read axis" in res.output and "bank heads" in res.output
+    assert len(res.output.strip().splitlines()) == 1

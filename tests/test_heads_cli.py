@@ -138,3 +138,39 @@ def test_a_test_bank_can_be_scored_on_one_split_only(banks: dict[str, Path]) -> 
 
     in_split = {t.task_id for t in benchmark("mbpp").tasks("test")} & {f"Mbpp/{i}" for i in range(11, 41)}
     assert json.loads(out.read_text())["tests"]["t"]["n_tasks"] == len(in_split) == 29  # one excluded reference
+
+
+def test_an_exported_head_read_live_gives_the_heads_own_score(banks: dict[str, Path]) -> None:
+    """The exported axis is read as ``h . direction + bias`` per token by the runtime's hook; its mean over a
+    sample's tokens is the head's score of that sample (up to the features' float16 rounding), so `--axis FILE`
+    ranks a task's samples as the head does."""
+    import torch
+
+    from valueagent.bank.head_protocol import export_axis
+    from valueagent.bank.heads import HeadSpec, fit_head, load_samples
+    from valueagent.runtime.artifact import load_axis
+    from valueagent.runtime.hooks import AxisHook, attached
+
+    spec = HeadSpec(family="probe", source="mean", layers=(1,), c=1.0, centre=False)
+    fit_bank, test_bank = load_bank(banks["fit"]), load_bank(banks["test"])
+    head = fit_head(spec, load_samples(fit_bank))
+    path = banks["tmp"] / "layer1.safetensors"
+    doc = {"chosen": [spec.to_dict()], "tests": {}}
+    assert export_axis(doc, {spec.name: head}, fit_bank, path)["layer"] == 1
+    axis = load_axis(path)
+    assert axis.reading == "linear" and axis.metadata()["schema_version"] == 2
+    data = load_samples(test_bank)
+    want = head.score(data)
+    model = build_tiny_qwen3(num_layers=3)  # the encode fixture's weights (same seed)
+    hook = AxisHook(torch.from_numpy(axis.direction), linear=True, bias=axis.bias)
+    prompt = [3, 9, 27, 81, 2, 6]
+    got, at = [], 0
+    with attached(model, axis.layer, hook), torch.no_grad():
+        for rec in test_bank:
+            for s in rec["samples"]:
+                model(torch.tensor([prompt + list(s["token_ids"])]))
+                assert hook.last is not None
+                got.append(float(hook.last[0, len(prompt):].mean()))
+                at += 1
+    np.testing.assert_allclose(got, want[:at], atol=0.02 * max(1.0, float(np.abs(want).max())))
+    assert float(np.corrcoef(got, want)[0, 1]) > 0.999

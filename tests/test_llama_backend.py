@@ -123,6 +123,41 @@ def test_tiny_a_seed_draws_the_same_tokens_on_both_engines(tiny_pair) -> None:
         np.testing.assert_allclose(a.hidden_mean, b.hidden_mean, atol=1e-3)
 
 
+def test_tiny_a_linear_read_head_reads_its_logit_on_both_engines(tiny_pair, tiny_tokenizer) -> None:
+    """An axis read ``linear`` (a value head exported by `bank heads`) gives ``h . d + bias`` per token on both
+    engines, decoding and teacher-forced: its mean over the generated tokens is the reading of their mean
+    residual, what the head was fitted on."""
+    from dataclasses import replace
+
+    from tests.conftest import build_tiny_qwen3
+    from tests.test_backend import make_backend
+    from valueagent.runtime.llama import LlamaBackend
+
+    llama, _ = tiny_pair
+    assert llama.axis is not None
+    head = replace(llama.axis, reading="linear", bias=0.25, estimator="supervised-probe")
+    a = LlamaBackend(llama.gguf, tiny_tokenizer, model_id="tiny", axis=head, max_batch=2, kept=0, n_ctx=1024)
+    b = make_backend(build_tiny_qwen3(num_layers=3), tiny_tokenizer, axis=head, prefix_cache_mb=0)
+    try:
+        req = GenerationRequest(messages=TINY, max_new_tokens=16, ignore_eos=True, hidden_mean=True)
+        x, y = a.generate_sync(req), b.generate_sync(req)
+        assert x.token_ids == y.token_ids
+        scale = float(np.abs(y.values).max())
+        np.testing.assert_allclose(x.values, y.values, atol=1e-3 * scale)
+        for g in (x, y):
+            assert float(np.mean(g.values)) == pytest.approx(float(np.dot(g.hidden_mean, head.direction)) + 0.25,
+                                                             abs=1e-3 * scale)
+        cosines = llama.generate_sync(req).values
+        assert not np.allclose(cosines, x.values, atol=0.1)  # the same direction, another reading
+        code = "def total(xs):\n    return sum(xs)\n"
+        np.testing.assert_allclose(a.score_sync(TINY, code).values, b.score_sync(TINY, code).values,
+                                   atol=1e-3 * scale)
+        assert a.info().axis_sha256 == head.sha256 != llama.axis.sha256
+    finally:
+        a.close()
+        b.close()
+
+
 def test_tiny_batched_rows_equal_rows_alone_and_cancel_cleanly(tiny_pair) -> None:
     llama, _ = tiny_pair
     reqs = [GenerationRequest(messages=TINY, max_new_tokens=12 + s, ignore_eos=True, temperature=0.9, seed=s,

@@ -16,18 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from valueagent.bank.head_protocol import judge
+from valueagent.bank.heads import load_samples
 from valueagent.bank.store import load_bank
-from valueagent.search_rules import top
-from valueagent.signals import signal_spec
-from valueagent.stats import auroc, holm, paired_bootstrap_diff, paired_outcomes, paired_sign_flip
+from valueagent.stats import holm
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = {"embedded": "qwen2.5-coder-0.5b", "embedded-1.5b": "qwen2.5-coder-1.5b"}
-
-
-def _best(scores: np.ndarray) -> int:
-    """The fresh sample (index >= 1) the rank rule chooses."""
-    return top({j: float(scores[j]) for j in range(1, len(scores))})
 
 
 def main(model: str) -> dict[str, object]:
@@ -37,31 +32,28 @@ def main(model: str) -> dict[str, object]:
     head = head_meta["validation"]["head"]["name"]
     doc = json.loads((out_dir / "heads-mbpp-test-scores.json").read_text())
     bank = load_bank(ROOT / doc["bank"])
-    value = signal_spec("value").score
-    within_h, within_v, top_h, top_v = [], [], [], []
-    for task in bank:
-        y = np.asarray([bool(s["hidden_passed"]) for s in task["samples"]])
-        hs = np.asarray(doc["scores"][task["task_id"]][head], float)
-        vs = np.asarray([value(s) for s in task["samples"]], float)
-        if 0 < y[1:].sum() < len(y) - 1:
-            within_h.append(auroc(hs[1:], y[1:]))
-            within_v.append(auroc(vs[1:], y[1:]))
-        top_h.append(bool(y[_best(hs)]))
-        top_v.append(bool(y[_best(vs)]))
-    wh, wv = np.asarray(within_h), np.asarray(within_v)
-    dw = paired_bootstrap_diff(wh, wv, n_boot=10_000)
-    p_w = paired_sign_flip(wh, wv)
-    pc = paired_outcomes(np.asarray(top_h), np.asarray(top_v), n_boot=10_000)
-    p_holm = holm([p_w, pc.p_value])
+    data = load_samples(bank, features=False)
+    order = {(t, int(i)): k for k, (t, i) in enumerate(zip(data.task_ids.tolist(), data.index.tolist(), strict=True))}
+    scores = np.zeros(len(data))
+    for tid, per in doc["scores"].items():
+        for i, x in enumerate(per[head]):
+            scores[order[(tid, i)]] = x
+    # `bank heads`' own pairing (per task, bootstrap CI, sign-flip / McNemar), with the axis as the reference;
+    # Holm here is over this head's two measures (the one decision: replace the default axis or not)
+    row = judge({"value": np.asarray(data.fixed["value"]), head: scores}, data, reference="value")
+    j, ref = row["signals"][head], row["signals"]["value"]
+    vs = j["vs_reference"]
+    p_holm = holm([vs["within_p"], vs["best_of_n_p"]])
     result = {
         "bank": doc["bank"], "head": head, "head_sha256": head_meta["sha256"],
         "axis": "value (shipped contrastive axis)",
-        "tasks": len(top_h), "mixed_tasks": len(wh),
-        "within_task_auroc": {"head": float(wh.mean()), "axis": float(wv.mean()), "delta": dw.estimate,
-                              "ci": [dw.lo, dw.hi], "p": p_w, "p_holm": p_holm[0]},
-        "best_of_n_untested": {"head": float(np.mean(top_h)), "axis": float(np.mean(top_v)),
-                               "delta": pc.delta.estimate, "ci": [pc.delta.lo, pc.delta.hi], "wins": pc.wins,
-                               "losses": pc.losses, "p": pc.p_value, "p_holm": p_holm[1]},
+        "tasks": row["n_tasks"], "mixed_tasks": row["mixed_tasks"],
+        "within_task_auroc": {"head": j["within_task_auroc"], "axis": ref["within_task_auroc"],
+                              "delta": vs["within_delta"], "ci": vs["within_ci"], "p": vs["within_p"],
+                              "p_holm": p_holm[0]},
+        "best_of_n_untested": {"head": j["best_of_n"], "axis": ref["best_of_n"], "delta": vs["best_of_n_delta"],
+                               "ci": vs["best_of_n_ci"], "wins": vs["wins"], "losses": vs["losses"],
+                               "p": vs["best_of_n_p"], "p_holm": p_holm[1]},
     }
     (out_dir / "head-vs-axis.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -1,7 +1,8 @@
 """Teacher-forced value readings of given completions under a model and its axis.
 
-The value of a completion is the mean over its tokens of ``cos(h_t, d)`` at the axis layer — exactly
-what :class:`~valueagent.runtime.backend.HFBackend` reads per token during generation, averaged.
+The value of a completion is the mean over its tokens of the axis's reading at its layer (``cos(h_t, d)``; for
+a head exported as an axis, its linear logit) — exactly what the backends read per token during generation,
+averaged (:meth:`~valueagent.runtime.artifact.ValueAxis.span_value`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from valueagent.axis.activations import Span, TextJob, gather
 from valueagent.runtime.artifact import ValueAxis
@@ -53,10 +52,9 @@ def read_completions(
     check_axis(model, model_id, axis)
     jobs = [completion_job(tokenizer, str(i), m, c) for i, (m, c) in enumerate(items)]
     acts = gather(model, tokenizer, jobs, layers=[axis.layer], batch_size=batch_size, progress=progress)
-    d = np.asarray(axis.direction, dtype=np.float64)
-    d = d / np.linalg.norm(d)
     out: list[Reading | None] = []
     for a in acts:
         s = a.spans.get("completion")
-        out.append(None if s is None else Reading(float(s.mean_unit[0] @ d), s.n_tokens, s.mean_logprob))
+        out.append(None if s is None else Reading(axis.span_value(s.mean[0], s.mean_unit[0]), s.n_tokens,
+                                                  s.mean_logprob))
     return out

@@ -303,7 +303,8 @@ def scores_document(bank: Bank, data: SampleSet, scores: Mapping[str, np.ndarray
 
 def export_axis(doc: Mapping[str, Any], heads: Mapping[str, Head], fit_bank: Bank, path: Any) -> dict[str, Any]:
     """Save the chosen single-layer linear head on the mean residual as an axis artifact (estimator
-    ``supervised-probe``; its data hash is the fit bank's manifest sha256) and say what was saved."""
+    ``supervised-probe``, read ``linear``: a live reading's mean over a completion is the head's score; its data
+    hash is the fit bank's manifest sha256) and say what was saved."""
     from valueagent.bank.encode import features_manifest, manifest_sha256
     from valueagent.runtime.artifact import ValueAxis, save_axis
 
@@ -319,7 +320,10 @@ def export_axis(doc: Mapping[str, Any], heads: Mapping[str, Head], fit_bank: Ban
                            "residual before the final norm: a head fitted there would be read on other numbers; "
                            "no axis written (a head of an earlier layer exports)"}
     tests = {label: t["signals"][name] for label, t in doc["tests"].items()}
-    axis = ValueAxis(direction=direction.astype(np.float32), layer=head.spec.layers[0],
+    # read live as h . direction + bias per token, whose mean over a completion is the head's score of its mean
+    # residual (a head centred per task: the same up to the task's constant, so the same order within a task)
+    bias = float(head.model.intercept - head.mean @ (head.model.coef / head.scale))
+    axis = ValueAxis(direction=direction.astype(np.float32), layer=head.spec.layers[0], reading="linear", bias=bias,
                      model_id=fit_bank.manifest.model_id, hidden_size=len(direction), num_layers=n_layers,
                      estimator="supervised-probe", model_revision=fit_bank.manifest.revision,
                      data_hash="sha256:" + manifest_sha256(fit_bank.root),

@@ -59,23 +59,29 @@ class SampleSet:
         return self.where(self.index > 0)
 
 
-def load_samples(bank: Bank, task_ids: Sequence[str] | None = None) -> SampleSet:
+def load_samples(bank: Bank, task_ids: Sequence[str] | None = None, *, features: bool = True) -> SampleSet:
     """The samples of ``bank`` (of ``task_ids`` if given) with their features; an error names the encode
-    command when a task has none."""
+    command when a task has none. ``features=False``: labels and fixed signals only (judging scores made
+    elsewhere needs no residuals)."""
     records = [r for r in bank if task_ids is None or r["task_id"] in set(task_ids)]
-    check_encoded(bank.root, [r["task_id"] for r in records])
+    if features:
+        check_encoded(bank.root, [r["task_id"] for r in records])
     ids, idx, ys, means, lasts = [], [], [], [], []
     fixed: dict[str, list[float]] = {name: [] for name in FIXED}
     for rec in records:
-        feats = load_features(bank.root, rec["task_id"])
         for i, s in enumerate(rec["samples"]):
             ids.append(rec["task_id"])
             idx.append(i)
             ys.append(bool(s["hidden_passed"]))
             for name, fn in FIXED.items():
                 fixed[name].append(fn(s) if s["token_ids"] else -1e3)
-        means.append(feats.mean)
-        lasts.append(feats.last)
+        if features:
+            feats = load_features(bank.root, rec["task_id"])
+            means.append(feats.mean)
+            lasts.append(feats.last)
+        else:
+            means.append(np.zeros((len(rec["samples"]), 0, 0), dtype=np.float16))
+            lasts.append(means[-1])
     return SampleSet(np.asarray(ids), np.asarray(idx), np.asarray(ys), np.concatenate(means),
                      np.concatenate(lasts), {k: np.asarray(v) for k, v in fixed.items()})
 

@@ -216,10 +216,13 @@ def eval_cmd(
     on a CPU the model is loaded in float32 unless --dtype says otherwise."""
     from valueagent.axis.build import BuildConfig, evaluate_axis
 
-    checks.axis(axis, model=model)
+    what = "axis eval (mean cosines on the synthetic distinctions)"
+    checks.axis(axis, model=model, cosine_only=what)
     paths = _data_paths(tasks, episodes_dir, distinctions_dir, work_dir)
     loaded = _load(model, device, _cpu_dtype(device, dtype))
     ax = _axis_for(axis, loaded.model_id)
+    if ax.reading != "cosine":  # `head` of a model id the early check could not resolve without loading it
+        checks.cosine_only_axis(ax, "--axis", axis, what)
     sizes = _data_sizes(episodes, contrast_groups, code_pairs, distinction_pairs)
     cfg = BuildConfig(**sizes, **paths, max_tokens=max_text_tokens)
     try:

@@ -79,9 +79,12 @@ def task_file(source: str) -> tuple[Task, ...]:
     return tasks
 
 
-def axis(value: str | None, *, option: str = "--axis", model: str | None = None) -> None:
+def axis(value: str | None, *, option: str = "--axis", model: str | None = None, cosine_only: str = "") -> None:
     """``--axis``: ``default``, ``head``, ``none`` or a readable value-axis file, made for ``model`` when the spec
-    tells which model it is without loading it (an embedded name, a folder); its shape is checked once loaded."""
+    tells which model it is without loading it (an embedded name, a folder); its shape is checked once loaded.
+    ``cosine_only`` (what the command measures) refuses a linear-read head."""
+    from valueagent.runtime.artifact import load_axis
+
     if value in (None, "", "none", "default"):
         return
     if value == "head":
@@ -91,11 +94,12 @@ def axis(value: str | None, *, option: str = "--axis", model: str | None = None)
         want = expected_model_id(model) if model is not None else None
         if want is not None:
             try:
-                axis_path(want, "head")
+                head = axis_path(want, "head")
             except FileNotFoundError as exc:  # axis_path's own message names how to make one
                 fail(f"{option} head: {exc}")
+            if cosine_only and head is not None:
+                cosine_only_axis(load_axis(head), option, value, cosine_only)
         return
-    from valueagent.runtime.artifact import load_axis
 
     hint = "pass a file from `valueagent axis build`, `default` (the shipped axis), `head` or `none`"
     path = Path(value)
@@ -115,6 +119,16 @@ def axis(value: str | None, *, option: str = "--axis", model: str | None = None)
         if model in SOURCES and want is not None and loaded.model_id != want:
             fail(f"{option} {value} was made for {loaded.model_id} (hidden size {loaded.hidden_size}, layer "
                  f"{loaded.layer}), not {want}: pass an axis of this model, or --model for that one")
+    if cosine_only:
+        cosine_only_axis(loaded, option, value, cosine_only)
+
+
+def cosine_only_axis(loaded: Any, option: str, value: str, what: str) -> None:
+    """Refuse a linear-read head where ``what`` measures cosines."""
+    if loaded.reading != "cosine":
+        fail(f"{option} {value} is a value head read as a {loaded.reading} logit ({loaded.estimator}); {what} "
+             "measures a cosine-read axis: judge a head with `valueagent bank heads` and `bank replay --scores`, "
+             "or pass a contrastive axis")
 
 
 def existing(path: Path, *, option: str, what: str) -> None:

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # a cosine-read axis; 2: a linear-read one (``reading``/``bias`` in its metadata)
+SCHEMA_VERSIONS = (1, 2)
+READINGS = ("cosine", "linear")
 
 
 class AxisMismatchError(ValueError):
@@ -39,9 +41,18 @@ class ValueAxis:
     validation: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     per_layer: np.ndarray | None = None  # (num_layers + 1, hidden), hidden_states-indexed, optional
+    reading: str = "cosine"
+    """How a residual ``h`` becomes a value (:func:`residual_value`): ``cosine``, cos(h, direction), the paper's
+    reading of a contrastive axis; ``linear``, ``h . direction + bias``, a supervised head's logit (``bank
+    heads --export-axis``), whose mean over a completion's tokens is the head's score of the mean residual."""
+    bias: float = 0.0
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        if self.reading not in READINGS:
+            raise ValueError(f"reading {self.reading!r} is not one of {', '.join(READINGS)}")
+        if not np.isfinite(self.bias) or (self.reading == "cosine" and self.bias != 0.0):
+            raise ValueError(f"bias {self.bias} is not finite, or is set on a cosine-read axis (it has none)")
         if self.direction.shape != (self.hidden_size,):
             raise ValueError(f"direction has shape {self.direction.shape}, expected ({self.hidden_size},)")
         if not 0 <= self.layer <= self.num_layers:
@@ -54,11 +65,28 @@ class ValueAxis:
         """Hash of the direction's bytes and layer: identifies the axis in run configs."""
         h = hashlib.sha256(np.ascontiguousarray(self.direction, dtype=np.float32).tobytes())
         h.update(f"layer={self.layer}".encode())
+        if self.reading != "cosine":  # a cosine axis keeps the hash it always had
+            h.update(f"reading={self.reading};bias={float(self.bias)!r}".encode())
         return h.hexdigest()
 
+    def reading_vector(self) -> np.ndarray:
+        """The vector :func:`residual_value` takes: the unit direction (cosine) or the direction itself (linear)."""
+        d = np.asarray(self.direction, dtype=np.float32)
+        return d / np.linalg.norm(d) if self.reading == "cosine" else d
+
+    def span_value(self, mean: np.ndarray, mean_unit: np.ndarray) -> float:
+        """The mean reading over a span's tokens, from the span's mean residual and mean unit residual
+        (:mod:`valueagent.axis.activations`): a linear reading's mean is the reading of the mean; a cosine's, the
+        mean unit residual's projection on the unit direction."""
+        if self.reading == "linear":
+            return float(residual_value(np.asarray(mean, np.float64), np.asarray(self.direction, np.float64),
+                                        linear=True, bias=self.bias))
+        return float(np.asarray(mean_unit, np.float64) @ self.reading_vector().astype(np.float64))
+
     def metadata(self) -> dict[str, Any]:
+        linear = {"reading": self.reading, "bias": float(self.bias)} if self.reading != "cosine" else {}
         return {
-            "schema_version": self.schema_version,
+            "schema_version": 2 if linear else 1,
             "model_id": self.model_id,
             "model_revision": self.model_revision,
             "layer": self.layer,
@@ -70,6 +98,7 @@ class ValueAxis:
             "data_hash": self.data_hash,
             "validation": self.validation,
             "notes": self.notes,
+            **linear,
             "sha256": self.sha256,
         }
 
@@ -86,6 +115,17 @@ class ValueAxis:
                 f"this axis was built for {self.model_id!r}, not {model_id!r} (same shape, different model); "
                 "a value axis does not transfer between models — build one with `valueagent axis build`"
             )
+
+
+def residual_value(h: Any, vector: Any, *, linear: bool, bias: float = 0.0) -> Any:
+    """The one reading rule, for every engine: the value of residuals ``h`` ``(..., H)`` (a numpy array or a
+    torch tensor, float32) given ``vector``, the axis's :meth:`ValueAxis.reading_vector` in the same library.
+    Cosine: ``h . unit / |h|``; linear: ``h . direction + bias``."""
+    dot = h @ vector
+    if linear:
+        return dot + bias
+    norm = (h * h).sum(-1) ** 0.5
+    return dot / (norm.clamp_min(1e-6) if hasattr(norm, "clamp_min") else np.maximum(norm, 1e-6))
 
 
 def axis_file_name(model_id: str) -> str:
@@ -166,10 +206,9 @@ def load_axis(path: str | Path) -> ValueAxis:
         meta = json.loads(raw)
         direction = f.get_tensor("direction")
         per_layer = f.get_tensor("per_layer") if "per_layer" in f.keys() else None
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(
-            f"{path} has axis schema {meta.get('schema_version')}, this valueagent reads {SCHEMA_VERSION}"
-        )
+    if meta.get("schema_version") not in SCHEMA_VERSIONS:
+        raise ValueError(f"{path} has axis schema {meta.get('schema_version')}, this valueagent reads "
+                         f"{' and '.join(map(str, SCHEMA_VERSIONS))}: upgrade valueagent")
     meta.pop("sha256", None)
     return ValueAxis(direction=direction, per_layer=per_layer, **meta)
 

@@ -105,7 +105,8 @@ class HFBackend(BatchingBackend):
     def _hook(self) -> AxisHook | None:
         if self.axis is None:
             return None
-        return AxisHook(torch.from_numpy(np.asarray(self.axis.direction, dtype=np.float32)), read=self.read_values)
+        return AxisHook(torch.from_numpy(np.asarray(self.axis.direction, dtype=np.float32)), read=self.read_values,
+                        linear=self.axis.reading == "linear", bias=self.axis.bias)
 
     def _forward(
         self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any, *, all_logits: bool = False

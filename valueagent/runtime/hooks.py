@@ -13,28 +13,34 @@ from typing import Any
 
 import torch
 
+from valueagent.runtime.artifact import residual_value
 from valueagent.runtime.layers import block_for_layer, hidden_of, replace_hidden
 
 
 class AxisHook:
-    """Reads ``cos(h, d)`` at every position and optionally adds ``alpha_row * unit(d)``.
+    """Reads the value of ``h`` at every position (``cos(h, d)``; ``h . d + bias`` when ``linear``, a head
+    exported as an axis: :func:`~valueagent.runtime.artifact.residual_value`) and optionally adds
+    ``alpha_row * unit(d)``.
 
     ``alpha`` is per batch row, in the residual stream's own units (already multiplied by the
     residual norm). ``steer_prompt`` says per row whether prompt positions (forward passes over
     more than one new position) are steered too; otherwise only generated positions are.
     """
 
-    def __init__(self, direction: torch.Tensor, *, read: bool = True) -> None:
+    def __init__(self, direction: torch.Tensor, *, read: bool = True, linear: bool = False,
+                 bias: float = 0.0) -> None:
         if direction.ndim != 1:
             raise ValueError(f"direction must be a vector (hidden,), got shape {tuple(direction.shape)}")
         norm = direction.float().norm()
         if not torch.isfinite(norm) or norm == 0:
             raise ValueError("direction has zero or non-finite norm; it cannot define an axis")
         self.unit = (direction.float() / norm).contiguous()  # (H,)
+        self.vector = direction.float().contiguous() if linear else self.unit  # what the reading projects on
+        self.linear, self.bias = linear, bias
         self.read = read
         self.alpha: torch.Tensor | None = None  # (B,)
         self.steer_prompt: torch.Tensor | None = None  # (B,) bool
-        self.last: torch.Tensor | None = None  # (B, T) cosines of the latest forward pass
+        self.last: torch.Tensor | None = None  # (B, T) values of the latest forward pass
         self.last_hidden: torch.Tensor | None = None  # (B, H) residual at the last position (before steering)
 
     def set_steering(self, alpha: torch.Tensor | None, steer_prompt: torch.Tensor | None = None) -> None:
@@ -46,7 +52,7 @@ class AxisHook:
         unit = self.unit.to(device=h.device)
         if self.read:
             hf = h.float()
-            self.last = (hf @ unit) / hf.norm(dim=-1).clamp_min(1e-6)  # (B, T)
+            self.last = residual_value(hf, self.vector.to(device=h.device), linear=self.linear, bias=self.bias)
             self.last_hidden = hf[:, -1]
         if self.alpha is None:
             return None

@@ -9,8 +9,9 @@ template (transformers' tokenizer of the same GGUF, so token ids agree).
 - **Reading.** An evaluation callback written in C (``llama_read.c``, built once per machine by the system
   compiler: a Python callback is asked about ~800 graph nodes per step and cost 14% of a step) copies the
   output of the axis layer's block (``l_out-<L-1>``: valueagent's layer ``L`` is the output of block ``L-1``,
-  :mod:`valueagent.runtime.layers`) for every token of a batch. The value is the cosine of that residual,
-  before steering, with the axis, computed in numpy: no second pass.
+  :mod:`valueagent.runtime.layers`) for every token of a batch. The value is the axis's reading of that residual
+  before steering (the cosine with the axis; for an exported head, its linear logit), computed in numpy: no
+  second pass.
 - **Steering** is a llama.cpp control vector at the axis layer's block: a constant ``alpha * unit(axis)``
   added to the residual, exactly the transformers hook's addition. A context holds one control vector, so
   rows with different steering decode in separate calls of one step; the value read subtracts the vector
@@ -39,7 +40,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from valueagent.runtime.artifact import ValueAxis, resolve_axis
+from valueagent.runtime.artifact import ValueAxis, residual_value, resolve_axis
 from valueagent.runtime.decoding import PREFIX_MIN_TOKENS, PrefixStore, Row, RowBatch, longest_prefix
 from valueagent.runtime.errors import ModelLoadError
 from valueagent.runtime.generation import ModelInfo, Scored
@@ -370,7 +371,7 @@ class LlamaBatch(RowBatch):
                 hidden[idx] = h - alpha * self.b.unit if alpha else h  # read before the steering vector
         if hidden is None:
             return logits, None, None
-        return logits, self.b.cosines(hidden).tolist(), torch.from_numpy(hidden)
+        return logits, self.b.values_of(hidden).tolist(), torch.from_numpy(hidden)
 
     def abandon(self) -> None:
         for seq in self.seq_of.values():
@@ -422,6 +423,7 @@ class LlamaBackend(BatchingBackend):
             num_layers=self.model.n_layer, hidden=self.model.n_embd, eos=eos_ids(tokenizer))
         self.block = blocks[0]
         self.unit = np.zeros(self.model.n_embd, dtype=np.float32)
+        self.read_vector = self.unit
         self._axis_seen: ValueAxis | None = None
         self._sync_axis()
         self._free = list(range(max_batch + kept))  # sequences for rows and kept rows; the last one is scratch
@@ -444,6 +446,7 @@ class LlamaBackend(BatchingBackend):
                                         "blocks: build an axis for this model (valueagent axis build)")
             direction = np.asarray(axis.direction, dtype=np.float32)
             self.unit = direction / np.linalg.norm(direction)
+            self.read_vector = axis.reading_vector()
             self.block = axis.layer - 1
             self.model.watch([self.block])
         self._axis_seen = axis
@@ -455,9 +458,11 @@ class LlamaBackend(BatchingBackend):
     def decode_text(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
-    def cosines(self, h: np.ndarray) -> np.ndarray:
-        norms = np.maximum(np.linalg.norm(h, axis=-1), 1e-6)
-        out: np.ndarray = (h @ self.unit) / norms
+    def values_of(self, h: np.ndarray) -> np.ndarray:
+        """The axis's value of residuals ``h`` (its reading rule: cosine, or linear for an exported head)."""
+        assert self.axis is not None
+        out: np.ndarray = residual_value(h, self.read_vector, linear=self.axis.reading == "linear",
+                                         bias=self.axis.bias)
         return out
 
     def steer(self, alpha: float) -> None:
@@ -543,7 +548,7 @@ class LlamaBackend(BatchingBackend):
             lp = torch.log_softmax(torch.from_numpy(np.stack(logits[:-1])), dim=-1)
             targets = torch.tensor(c)[:, None]
             assert h is not None
-            out.append(Scored(values=self.cosines(h[len(p):]).tolist() if self.axis is not None else [],
+            out.append(Scored(values=self.values_of(h[len(p):]).tolist() if self.axis is not None else [],
                               logprobs=lp.gather(1, targets)[:, 0].tolist(), token_ids=c,
                               layer=self.axis.layer if self.axis is not None else None))
         return out
