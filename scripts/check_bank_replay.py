@@ -10,7 +10,8 @@ policy on the bank. Prints and writes the per-task comparison; exits 1 on any di
 A value head exported as an axis (``--axis head``) makes the live ``value-rank`` rank by the head: pass the
 head's scores of this bank (``bank heads`` wrote them) and ``--as value-rank=probe-mean@20-rank`` to compare
 it with the head's own replay; the per-sample readings are then compared too (the live mean reading against the
-head's score of the same sample: equal up to the decode's int8 arithmetic against the encode's bfloat16).
+head's score of the same sample, over the samples the live run drew exactly as the bank did: equal up to the
+decode's int8 arithmetic against the encode's bfloat16).
 """
 
 from __future__ import annotations
@@ -29,28 +30,35 @@ from valueagent.cli.bank_cmd import read_scores
 from valueagent.runner import read_results
 
 
-def _readings(records: list[dict[str, Any]], scored: dict[str, dict[str, list[float]]],
-              as_: dict[str, str]) -> dict[str, Any] | None:
-    """Live candidate scores against the head's scores of the same samples (task, attempt j = sample j)."""
-    live, head, same_top, tasks = [], [], 0, 0
+def _readings(records: list[dict[str, Any]], scored: dict[str, dict[str, list[float]]], as_: dict[str, str],
+              bank: Any) -> dict[str, Any] | None:
+    """Live candidate scores against the head's scores of the same samples (task, attempt j = sample j): over
+    the samples whose code is the bank's (the same draw), and how many parted from it (a near-tie token)."""
+    samples = {t["task_id"]: t["samples"] for t in bank}
+    live, head, parted, same_top, tasks = [], [], 0, 0, 0
     for r in records:
         name = as_.get(r["policy"], "").removesuffix("-rank")
         per = scored.get(r["task_id"], {}).get(name)
-        cands = {int(c["attempt"]): c["score"] for c in r.get("candidates") or [] if c.get("score") is not None}
+        cands = {int(c["attempt"]): c for c in r.get("candidates") or [] if c.get("score") is not None}
         if per is None or not cands:
             continue
         js = sorted(cands)
-        a, b = np.asarray([cands[j] for j in js]), np.asarray([per[j] for j in js])
-        live += a.tolist()
-        head += b.tolist()
+        a, b = [cands[j]["score"] for j in js], [per[j] for j in js]
         tasks += 1
         same_top += int(js[int(np.argmax(a))] == js[int(np.argmax(b))])
+        for j, x, y in zip(js, a, b, strict=True):
+            if cands[j]["code"] != samples[r["task_id"]][j]["code"]:
+                parted += 1
+                continue
+            live.append(x)
+            head.append(y)
     if not live:
         return None
     x, y = np.asarray(live), np.asarray(head)
-    return {"samples": len(x), "tasks": tasks, "pearson_r": float(np.corrcoef(x, y)[0, 1]),
-            "max_abs_diff": float(np.abs(x - y).max()), "median_abs_diff": float(np.median(np.abs(x - y))),
-            "head_score_sd": float(y.std()), "same_top_sample": same_top}
+    return {"tasks": tasks, "samples_same_code": len(x), "samples_parted": parted,
+            "pearson_r": float(np.corrcoef(x, y)[0, 1]), "max_abs_diff": float(np.abs(x - y).max()),
+            "median_abs_diff": float(np.median(np.abs(x - y))), "head_score_sd": float(y.std()),
+            "same_top_sample": same_top}
 
 
 def main() -> int:
@@ -89,7 +97,7 @@ def main() -> int:
     report: dict[str, Any] = {"live": str(a.live), "bank": str(a.bank), "records": len(rows), "agree": agree,
                               "as": as_, "scores": [str(s) for s in a.scores]}
     if as_ and scored:
-        report["readings"] = _readings(records, scored, as_)
+        report["readings"] = _readings(records, scored, as_, bank)
     report["rows"] = rows
     text = json.dumps(report, indent=1)
     if a.out is not None:
