@@ -33,8 +33,8 @@ compare_shards() {  # benchmark split: every policy ($POLICIES) in two shards, o
     wait_all "${pids[@]}"
 }
 
-merge_shards() {
-    "$VA" eval merge "$OUT/shard-0" "$OUT/shard-1" -o "$OUT" --overwrite
+merge_shards() {  # every shard directory there is (a freed core may have taken a shard's last tasks as shard-2)
+    "$VA" eval merge "$OUT"/shard-* -o "$OUT" --overwrite
 }
 
 run_steps() {  # step (calibrate|compare|merge|all) benchmark split
