@@ -4,7 +4,9 @@
 #      with the head's replay on the model's MBPP test bank (the same seeds draw the same samples)
 #      -> evals/heads/<model>/live-check/agreement.json
 #   2. (gate) greedy drafts of MBPP train + validation read by the head -> its own gate calibration, then the
-#      `value` gate with --axis head on the same 40 tasks, beside the contrastive axis's `value` there
+#      `value` gate with --axis head on the same 40 tasks, beside the contrastive axis's `value` there.
+#      The head was fitted on these tasks' samples: this calibration is in-sample for it (a check that the
+#      gate runs on the head's reading, not a gate figure; see live-check/README.md)
 # Usage: evals/heads/live_check.sh embedded|embedded-1.5b [rank|gate|all]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
