@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1  # a cosine-read axis; 2: a linear-read one (``reading``/``bias`` in its metadata)
-SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSIONS = (1, 2)  # 1: a cosine-read axis; 2: a linear-read one (``reading``/``bias`` in its metadata)
 READINGS = ("cosine", "linear")
 
 
@@ -46,7 +45,6 @@ class ValueAxis:
     reading of a contrastive axis; ``linear``, ``h . direction + bias``, a supervised head's logit (``bank
     heads --export-axis``), whose mean over a completion's tokens is the head's score of the mean residual."""
     bias: float = 0.0
-    schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         if self.reading not in READINGS:
@@ -83,10 +81,15 @@ class ValueAxis:
                                         linear=True, bias=self.bias))
         return float(np.asarray(mean_unit, np.float64) @ self.reading_vector().astype(np.float64))
 
+    @property
+    def schema_version(self) -> int:
+        """The file schema this axis needs: 1 for a cosine reading (every valueagent reads it), 2 for a linear one."""
+        return 1 if self.reading == "cosine" else 2
+
     def metadata(self) -> dict[str, Any]:
         linear = {"reading": self.reading, "bias": float(self.bias)} if self.reading != "cosine" else {}
         return {
-            "schema_version": 2 if linear else 1,
+            "schema_version": self.schema_version,
             "model_id": self.model_id,
             "model_revision": self.model_revision,
             "layer": self.layer,
@@ -210,6 +213,7 @@ def load_axis(path: str | Path) -> ValueAxis:
         raise ValueError(f"{path} has axis schema {meta.get('schema_version')}, this valueagent reads "
                          f"{' and '.join(map(str, SCHEMA_VERSIONS))}: upgrade valueagent")
     meta.pop("sha256", None)
+    meta.pop("schema_version")  # derived from the reading
     return ValueAxis(direction=direction, per_layer=per_layer, **meta)
 
 
